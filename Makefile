@@ -1,0 +1,34 @@
+# swd-comfyui: `make demo` (the main job) and `make test` (the suite) set everything up themselves.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+COMFY = $$(cat .comfyui/comfyui_path)
+PORT ?= 8188
+
+.PHONY: help setup demo test test-fast serve bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## create .venv (Python 3.11, torch 2.14.1), fetch ComfyUI 0.30.0, link the pack (idempotent)
+	@bash scripts/setup.sh
+
+demo: setup ## run the SD3.5 SwD workflow headless (tiny stand-in models unless real ones are present)
+	@$(PY) scripts/demo.py
+
+test: setup ## the whole suite: unit tests, real-ComfyUI integration tests, workflow and browser tests
+	@$(PY) -m pytest -c tests/pytest.ini --rootdir tests tests
+
+test-fast: setup ## unit tests of swd_sampler only (no ComfyUI server)
+	@$(PY) -m pytest -c tests/pytest.ini --rootdir tests tests/unit
+
+serve: setup ## start ComfyUI with the pack and the frontend on http://127.0.0.1:$(PORT)
+	@echo "ComfyUI with swd-comfyui: http://127.0.0.1:$(PORT)"
+	@cd "$(COMFY)" && exec "$(CURDIR)/$(PY)" main.py --listen 127.0.0.1 --port $(PORT) --disable-auto-launch \
+		$$("$(CURDIR)/$(PY)" -c 'import torch; print("" if torch.cuda.is_available() else "--cpu")')
+
+bench: setup ## print JSON timings of the SwD loop against full-resolution sampling
+	@$(PY) benchmarks/bench_sampler.py
+
+clean: ## remove the venv and the ComfyUI copy
+	rm -rf $(VENV) .comfyui

@@ -1,0 +1,1 @@
+"""Scale-wise Distillation (SwD) sampling core: pure torch, no ComfyUI import."""

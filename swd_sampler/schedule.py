@@ -1,0 +1,147 @@
+"""SwD presets, parsing of user schedules and the per-step latent sizes.
+
+A schedule is a pair:
+  scales  s_0 <= ... <= s_{N-1}: relative spatial sizes of the N model calls; the last one is the final size.
+          Given as latent side lengths (the paper's table: 32, 48, ..., 128 for 1024 px) or as fractions ending
+          at 1.0. Only the ratios s_i / s_{N-1} matter, so a preset made for 1024 px works at any final size.
+  sigmas  1 >= sigma_0 > ... > sigma_N = 0: the noise level before each call, plus the closing 0.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    scales: tuple[float, ...]
+    sigmas: tuple[float, ...]
+    lora: str  # Hugging Face repository of the released LoRA
+    family: str  # "flow" (SD3.5, FLUX) or "eps" (SDXL: sigmas are DDPM times t = s * 1000)
+    guidance: float | None = None  # FLUX guidance the LoRA was distilled for
+
+
+_MEDIUM_6 = ((32, 48, 64, 80, 96, 128), (1.0, 0.9454, 0.8959, 0.7904, 0.7371, 0.6022, 0.0))
+_LATE_4 = ((64, 80, 96, 128), (1.0, 0.8959, 0.7371, 0.6022, 0.0))
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("SD3.5 Medium · 6 steps", *_MEDIUM_6, "yresearch/swd-medium-6-steps", "flow"),
+    Preset("SD3.5 Medium · 4 steps", *_LATE_4, "yresearch/swd-medium-4-steps", "flow"),
+    Preset("SD3.5 Medium · 4 steps (2025 README)", (32, 64, 96, 128), (1.0, 0.9454, 0.7904, 0.6022, 0.0),
+           "yresearch/swd-medium-4-steps", "flow"),
+    Preset("SD3.5 Large · 4 steps", *_LATE_4, "yresearch/swd-large-4-steps", "flow"),
+    Preset("SD3.5 Large · 6 steps (older release)", *_MEDIUM_6, "yresearch/swd-large-6-steps", "flow"),
+    Preset("FLUX.1-dev · 4 steps", (64, 80, 96, 128), (1.0, 0.8956, 0.7363, 0.6007, 0.0), "yresearch/swd_flux",
+           "flow", guidance=4.5),
+    Preset("SDXL · 4 steps", (64, 80, 96, 128), (1.0, 0.8, 0.6, 0.4, 0.0), "yresearch/swd-sdxl", "eps"),
+)}
+DEFAULT_PRESET = "SD3.5 Medium · 6 steps"
+PRESET_NAMES = [*PRESETS, CUSTOM]
+
+
+class ScheduleError(ValueError):
+    """A schedule the user wrote (or picked) cannot be used; the message names the input and the fix."""
+
+
+def _numbers(text: str, name: str) -> list[float]:
+    parts = [p for p in re.split(r"[,\s;]+", text.strip().strip("[]()")) if p]
+    if not parts:
+        raise ScheduleError(f"{name} is empty: give comma-separated numbers, e.g. {_EXAMPLES[name]}.")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise ScheduleError(f"{name}: {p!r} is not a number; write comma-separated numbers, "
+                                f"e.g. {_EXAMPLES[name]}.") from None
+        if not math.isfinite(v):
+            raise ScheduleError(f"{name}: {p!r} is not a finite number.")
+        values.append(v)
+    return values
+
+
+_EXAMPLES = {"scales": "32, 48, 64, 80, 96, 128 or 0.25, 0.5, 0.75, 1.0",
+             "sigmas": "1.0, 0.9454, 0.8959, 0.7904, 0.7371, 0.6022, 0.0"}
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """Latent side lengths or fractions ending at 1.0; positive and never decreasing."""
+    scales = _numbers(text, "scales")
+    if any(s <= 0 for s in scales):
+        raise ScheduleError(f"scales must all be positive, got {text.strip()!r}.")
+    for a, b in zip(scales, scales[1:]):
+        if b < a:
+            raise ScheduleError(f"scales must never decrease (SwD only upscales), but {b:g} follows {a:g} "
+                                f"in {text.strip()!r}.")
+    return tuple(scales)
+
+
+def parse_sigmas(text: str, steps: int | None = None) -> tuple[float, ...]:
+    """Noise levels in [0, 1], strictly decreasing, ending at 0.
+
+    The closing 0 may be left out when the count says so: with `steps` model calls, `steps` values get a 0
+    appended; `steps + 1` values must end with 0.
+    """
+    sigmas = _numbers(text, "sigmas")
+    if steps is not None and len(sigmas) == steps and sigmas[-1] != 0.0:
+        sigmas.append(0.0)
+    validate_sigmas(sigmas)
+    return tuple(sigmas)
+
+
+def validate_sigmas(sigmas) -> None:
+    shown = ", ".join(f"{s:g}" for s in sigmas)
+    if len(sigmas) < 2:
+        raise ScheduleError(f"sigmas needs at least two values (a start and the closing 0), got [{shown}].")
+    if any(s < 0.0 or s > 1.0 for s in sigmas):
+        raise ScheduleError(f"sigmas must lie in [0, 1] (1 = pure noise), got [{shown}].")
+    for a, b in zip(sigmas, sigmas[1:]):
+        if b >= a:
+            raise ScheduleError(f"sigmas must strictly decrease, but {b:g} follows {a:g} in [{shown}].")
+    if sigmas[-1] != 0.0:
+        raise ScheduleError(f"sigmas must end with 0 (the clean image), got [{shown}]; append 0.")
+
+
+def check_counts(scales, sigmas) -> None:
+    if len(scales) != len(sigmas) - 1:
+        raise ScheduleError(
+            f"scales and sigmas do not match: {len(scales)} scales need {len(scales) + 1} sigmas "
+            f"(one per step plus the closing 0), got {len(sigmas)}. Add or remove values so that "
+            f"len(scales) = len(sigmas) - 1.")
+
+
+def resolve(preset: str, scales_text: str = "", sigmas_text: str = "") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (scales, sigmas) of a preset name, or of the two strings when the preset is "custom"."""
+    if preset != CUSTOM:
+        if preset not in PRESETS:
+            raise ScheduleError(f"preset {preset!r} is unknown; choose one of: {', '.join(PRESET_NAMES)}.")
+        p = PRESETS[preset]
+        return p.scales, p.sigmas
+    scales = parse_scales(scales_text)
+    sigmas = parse_sigmas(sigmas_text, steps=len(scales))
+    check_counts(scales, sigmas)
+    return scales, sigmas
+
+
+def step_sizes(scales, height: int, width: int, patch: int = 1) -> list[tuple[int, int]]:
+    """Latent (h, w) of every step for a final latent of (height, width).
+
+    h_i = p * floor(height * s_i / (s_last * p) + 1/2), at least p (nearest multiple of the patch size, halves
+    round up; exact rational arithmetic so that halves are halves). The last size is exactly (height, width).
+    """
+    if height % patch or width % patch:
+        raise ScheduleError(f"the final latent size {height}x{width} is not a multiple of the model's patch size "
+                            f"{patch}; pick a width and height divisible by {8 * patch} pixels.")
+    last = Fraction(str(scales[-1]))
+
+    def side(n: int, s: float) -> int:
+        k = math.floor(Fraction(n) * Fraction(str(s)) / (last * patch) + Fraction(1, 2))
+        return patch * max(k, 1)
+
+    sizes = [(side(height, s), side(width, s)) for s in scales[:-1]]
+    return sizes + [(height, width)]
