@@ -93,7 +93,7 @@ class ComfyServer:
     def start(self, timeout: float = 180.0):
         cmd = [sys.executable, str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port",
                str(self.port), "--base-directory", str(self.base_dir), "--disable-auto-launch", "--disable-api-nodes",
-               "--database-url", "sqlite:///:memory:"]
+               "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"]
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -171,6 +171,44 @@ class ComfyServer:
 
     def run(self, prompt: dict, timeout: float = 300.0) -> Result:
         return self.wait(self.queue(prompt), timeout)
+
+    def run_watching(self, prompt: dict, on_message=None, timeout: float = 300.0) -> tuple[list, int]:
+        """Run a prompt while listening on the websocket. Returns (JSON messages of this prompt, number of binary
+        preview frames). `on_message(server, msg)` sees each JSON message as it arrives (e.g. to interrupt)."""
+        import asyncio
+
+        import aiohttp
+
+        async def go():
+            client_id = uuid.uuid4().hex
+            messages, previews = [], 0
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
+                    async with session.post(f"{self.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                        body = await r.json()
+                        if r.status != 200:
+                            raise PromptError(_validation_message(body), body)
+                    prompt_id = body["prompt_id"]
+                    while True:
+                        msg = await ws.receive(timeout=timeout)
+                        if msg.type == aiohttp.WSMsgType.BINARY:
+                            previews += 1
+                            continue
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            raise RuntimeError(f"websocket closed: {msg.type}\n{self.log_tail()}")
+                        data = json.loads(msg.data)
+                        if data.get("data", {}).get("prompt_id") not in (prompt_id, None):
+                            continue
+                        messages.append(data)
+                        if on_message is not None:
+                            await asyncio.get_running_loop().run_in_executor(None, on_message, self, data)
+                        kind, d = data["type"], data.get("data", {})
+                        if kind in ("execution_error", "execution_interrupted", "execution_success"):
+                            return messages, previews
+                        if kind == "executing" and d.get("node") is None and d.get("prompt_id") == prompt_id:
+                            return messages, previews
+
+        return asyncio.run(go())
 
 
 def _validation_message(body: dict) -> str:
