@@ -89,6 +89,7 @@ class ComfyServer:
                 link.symlink_to(target, target_is_directory=True)
         for sub in ("diffusion_models", "loras", "checkpoints", "vae", "text_encoders"):
             (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 180.0):
         cmd = [sys.executable, str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port",

@@ -81,7 +81,8 @@ class SwDTestConditioning:
 
 class SwDTestCallLog:
     """Wraps the model so that every diffusion-model call is logged to output/<filename> as JSON lines:
-    the input shape, the sigma and how many conditionings (cond/uncond passes) were batched into the call."""
+    the input shape, the sigma (ComfyUI passes sigma here; the model converts it to its timestep) and how many
+    conditionings (cond/uncond passes) were batched into the call."""
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "filename": ("STRING", {"default": "calls.jsonl"})}}
@@ -96,7 +97,7 @@ class SwDTestCallLog:
         def wrapper(apply_model, args):
             x, t = args["input"], args["timestep"]
             with open(path, "a") as f:
-                f.write(json.dumps({"shape": list(x.shape), "timestep": float(t.flatten()[0]),
+                f.write(json.dumps({"shape": list(x.shape), "sigma": float(t.flatten()[0]),
                                     "passes": len(args["cond_or_uncond"])}) + "\n")
             return apply_model(x, t, **args["c"])
 
@@ -125,3 +126,34 @@ class SwDTestDumpWeights:
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (SwDTestTinySDXL, SwDTestConditioning, SwDTestCallLog, SwDTestDumpWeights)}
+
+
+class SwDTestCaptureCalls:
+    """Wraps the model so that call n of the diffusion model (counted from 0 over the wrapped model's lifetime)
+    saves output/<prefix>_<n>.safetensors with its model-space input "x", its "sigma" and its prediction "x0"."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "prefix": ("STRING", {"default": "calls"})}}
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "wrap"
+    CATEGORY = "testing/swd"
+
+    def wrap(self, model, prefix):
+        import itertools
+
+        from safetensors.torch import save_file
+        calls = itertools.count()
+
+        def wrapper(apply_model, args):
+            x0 = apply_model(args["input"], args["timestep"], **args["c"])
+            tensors = {"x": args["input"], "sigma": args["timestep"], "x0": x0}
+            save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()},
+                      os.path.join(folder_paths.get_output_directory(), f"{prefix}_{next(calls)}.safetensors"))
+            return x0
+
+        m = model.clone()
+        m.set_model_unet_function_wrapper(wrapper)
+        return (m,)
+
+
+NODE_CLASS_MAPPINGS["SwDTestCaptureCalls"] = SwDTestCaptureCalls
