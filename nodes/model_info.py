@@ -5,6 +5,8 @@ import torch
 
 import comfy.model_sampling
 
+from ..swd_sampler.renoise import renoise_flow
+
 
 def is_flow(model_sampling) -> bool:
     """Rectified-flow models (SD3/SD3.5, FLUX): x = (1 - sigma) * x0 + sigma * eps."""
@@ -30,7 +32,11 @@ def model_sigmas(model_sampling, sigmas) -> torch.Tensor:
 
 
 def renoise_with(model_sampling):
-    """`renoise(x0, sigma, eps, max_denoise)` through ComfyUI's own noise_scaling of this model."""
+    """`renoise(x0, sigma, eps, max_denoise)` for this model: the paper's flow formula for flow models, ComfyUI's
+    own `noise_scaling` (x0 + sigma * eps) for eps models."""
+    if is_flow(model_sampling):
+        return renoise_flow
+
     def renoise(x0, sigma, eps, max_denoise):
         sigma = torch.tensor(float(sigma), device=eps.device, dtype=eps.dtype)
         return model_sampling.noise_scaling(sigma, eps, x0, max_denoise=max_denoise)

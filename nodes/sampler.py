@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..swd_sampler.resize import DEFAULT_UPSCALE_METHOD, UPSCALE_METHODS
 from ..swd_sampler.sampling import sample_scalewise
 from ..swd_sampler.schedule import (DEFAULT_PRESET, PRESET_NAMES, ScheduleError, check_counts, resolve, step_sizes)
-from .model_info import is_flow, model_sigmas, patch_size, renoise_with
+from .model_info import model_sigmas, patch_size, renoise_with
 
 CATEGORY = "sampling/swd"
 SwDScales = io.Custom("SWD_SCALES")
@@ -62,15 +62,14 @@ def _sample_swd(model, noise, sigmas, extra_args=None, callback=None, disable=No
     if extra_args.get("denoise_mask") is not None:
         raise ValueError("SwD samplers do not support a noise mask (inpainting): the latent changes size between "
                          "steps. Remove SetLatentNoiseMask / the mask from the latent.")
-    base_model = model.inner_model.inner_model
-    ms = base_model.model_sampling
+    guider = model.inner_model
+    ms = guider.inner_model.model_sampling
     sigmas = [float(s) for s in sigmas]
     check_counts(scales, sigmas)
     if sigmas[0] > float(ms.sigma_max) * (1 + 1e-5):
         raise ScheduleError(f"sigmas start at {sigmas[0]:g}, above this model's largest sigma {float(ms.sigma_max):g}.")
     batch, channels, height, width = noise.shape
-    p = int(getattr(base_model.diffusion_model, "patch_size", 1) or 1)
-    sizes = step_sizes(scales, height, width, p)
+    sizes = step_sizes(scales, height, width, patch_size(guider.model_patcher))
     s_in = noise.new_ones([batch])
 
     def denoise(x, sigma):

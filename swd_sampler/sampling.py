@@ -2,7 +2,7 @@
 
 With sigmas s_0 > ... > s_N = 0 and latent sizes (h_0, w_0) <= ... <= (h_{N-1}, w_{N-1}) = the final size:
 
-    x = renoise(0, s_0, eps_0)                       # pure noise at the first, smallest size
+    x = eps_0                                         # pure noise at the first, smallest size
     for i in 0 .. N-1:
         x0 = denoise(x, s_i)
         if i == N-1: return x0
@@ -50,7 +50,7 @@ def sample_scalewise(
     """Run the SwD loop and return x0 of the last step, shape (batch, channels, *sizes[-1]), float32.
 
     `sigmas` has N + 1 entries ending with 0 and `sizes` N entries (h, w). `renoise(x0, sigma, eps, max_denoise)`
-    puts noise on a clean latent; the first call starts from pure noise (x0 = 0, max_denoise=True).
+    puts noise on a clean latent; the first call, with x0 = 0 and max_denoise=True, makes the pure-noise start.
     `callback(i, x0, x, N)` runs after every model call with that step's input x and prediction x0.
     """
     sigmas = [float(s) for s in sigmas]

@@ -19,7 +19,6 @@ def reference_swd(sigmas, sizes, batch, channels, seed):
     g = torch.Generator().manual_seed(seed)
     h, w = sizes[0]
     x = torch.randn(batch, channels, h, w, generator=g)
-    x = (1 - sigmas[0]) * torch.zeros_like(x) + sigmas[0] * x
     for i in range(len(sizes)):
         x0 = toy_denoise(x, sigmas[i])
         if i + 1 == len(sizes):
@@ -96,9 +95,16 @@ def test_eps_loop_starts_from_scaled_pure_noise_and_adds_sigma_eps():
     assert (out - x0).abs().max().item() <= 1e-6
 
 
+def test_flow_start_is_pure_noise_even_below_sigma_one():
+    seen = []
+    sample_scalewise(lambda x, s: seen.append(x) or x, [0.9, 0.0], [(2, 3)], batch=1, channels=2, seed=4)
+    assert torch.equal(seen[0], torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(4)))
+
+
 def test_renoise_formulas():
     x0, eps = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     assert torch.allclose(renoise_flow(x0, 0.3, eps), 0.7 * x0 + 0.3 * eps)
+    assert torch.equal(renoise_flow(x0, 0.3, eps, max_denoise=True), eps)
     assert torch.allclose(renoise_eps(x0, 2.0, eps), x0 + 2.0 * eps)
     assert torch.allclose(renoise_eps(torch.zeros_like(x0), 2.0, eps, max_denoise=True), 5 ** 0.5 * eps)
 
