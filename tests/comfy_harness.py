@@ -141,11 +141,16 @@ class ComfyServer:
         return self.get("/object_info" + (f"/{node}" if node else ""))
 
     def queue(self, prompt: dict) -> str:
+        """Queue a prompt; raise PromptError if ComfyUI refuses any node (it runs the valid outputs of a
+        partly invalid prompt and answers 200 with node_errors, which a test must not mistake for success)."""
         try:
-            return self.request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
+            body = self.request("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
         except urllib.error.HTTPError as e:
             body = json.loads(e.read() or b"{}")
             raise PromptError(_validation_message(body), body) from None
+        if body.get("node_errors"):
+            raise PromptError(_validation_message(body), body)
+        return body["prompt_id"]
 
     def interrupt(self):
         self.request("/interrupt", {})
@@ -187,7 +192,7 @@ class ComfyServer:
                 async with session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
                     async with session.post(f"{self.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
                         body = await r.json()
-                        if r.status != 200:
+                        if r.status != 200 or body.get("node_errors"):
                             raise PromptError(_validation_message(body), body)
                     prompt_id = body["prompt_id"]
                     while True:
