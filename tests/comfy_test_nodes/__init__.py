@@ -157,3 +157,127 @@ class SwDTestCaptureCalls:
 
 
 NODE_CLASS_MAPPINGS["SwDTestCaptureCalls"] = SwDTestCaptureCalls
+
+
+# Stand-ins for the loaders of the shipped workflows (tests/test_workflows.py and `make demo` swap them in).
+# Every one takes a `tag` that only enters ComfyUI's cache key, so that each workflow run executes its own chain.
+TINY_FAMILIES = ["sd3", "flux", "sdxl"]
+TINY_COND = {"sd3": (64, 32), "flux": (64, 32), "sdxl": (64, 1280)}  # (context, pooled) widths of the tiny models
+TINY_LATENT_CHANNELS = {"sd3": 16, "flux": 16, "sdxl": 4}
+TINY_UNET_FILE = {"sd3": "tiny_sd3.safetensors", "flux": "tiny_flux.safetensors"}
+
+
+class _TinyCLIP:
+    """Duck-types comfy.sd.CLIP for the stock CLIPTextEncode: each text gives its own seeded conditioning."""
+
+    def __init__(self, family):
+        self.context_dim, self.pooled_dim = TINY_COND[family]
+
+    def tokenize(self, text, **kwargs):
+        return {"text": text}
+
+    def encode_from_tokens_scheduled(self, tokens, unprojected=False, add_dict=None, show_pbar=True):
+        import zlib
+        g = torch.Generator().manual_seed(zlib.crc32(tokens["text"].encode()))
+        cond = torch.randn((1, 8, self.context_dim), generator=g)
+        pooled = torch.randn((1, self.pooled_dim), generator=g)
+        return [[cond, {"pooled_output": pooled, **(add_dict or {})}]]
+
+
+def build_tiny_vae(family, seed=3):
+    """A real comfy.sd.VAE (AutoencoderKL, 8x down, the family's latent channels) with 32 channels, seeded."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    channels = TINY_LATENT_CHANNELS[family]
+    params = {"embed_dim": channels, "ddconfig": {
+        "double_z": True, "z_channels": channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+        "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}
+    module = AutoencoderKL(**params)
+    _seeded_(module, seed)
+    vae = comfy.sd.VAE(sd=module.state_dict(), config={"params": params})
+    vae.latent_channels = channels
+    return vae
+
+
+def _tiny_model(family):
+    if family == "sdxl":
+        return build_tiny_sdxl()
+    import comfy.sd
+    return comfy.sd.load_diffusion_model(folder_paths.get_full_path_or_raise("diffusion_models", TINY_UNET_FILE[family]))
+
+
+def _family_inputs():
+    return {"family": (TINY_FAMILIES,), "tag": ("STRING", {"default": ""})}
+
+
+class SwDTestTinyCheckpoint:
+    """CheckpointLoaderSimple's stand-in: the tiny model of the family, a tiny CLIP and a tiny VAE."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _family_inputs()}
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "testing/swd"
+
+    def load(self, family, tag):
+        return (_tiny_model(family), _TinyCLIP(family), build_tiny_vae(family))
+
+
+class SwDTestTinyUNet:
+    """UNETLoader's stand-in: the tiny model of the family."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _family_inputs()}
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "testing/swd"
+
+    def load(self, family, tag):
+        return (_tiny_model(family),)
+
+
+class SwDTestTinyCLIP:
+    """The text encoder loaders' stand-in (TripleCLIPLoader, DualCLIPLoader, CLIPLoader)."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _family_inputs()}
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing/swd"
+
+    def load(self, family, tag):
+        return (_TinyCLIP(family),)
+
+
+class SwDTestTinyVAE:
+    """VAELoader's stand-in."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _family_inputs()}
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing/swd"
+
+    def load(self, family, tag):
+        return (build_tiny_vae(family),)
+
+
+NODE_CLASS_MAPPINGS.update({c.__name__: c for c in (SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP,
+                                                    SwDTestTinyVAE)})
+
+
+class SwDTestShowValue:
+    """Shows any linked value (a STRING or COMBO output such as SwDLoraLoader's preset) as UI text."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("*", {})}}
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "show"
+    CATEGORY = "testing/swd"
+
+    def show(self, value):
+        return {"ui": {"text": [str(value)]}}
+
+
+NODE_CLASS_MAPPINGS["SwDTestShowValue"] = SwDTestShowValue

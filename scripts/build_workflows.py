@@ -1,0 +1,486 @@
+"""Writes the example workflows in workflows/ (UI format, schema 0.4, as the pinned frontend saves it).
+
+    .venv/bin/python scripts/build_workflows.py                       # starts ComfyUI once to read /object_info
+    .venv/bin/python scripts/build_workflows.py --object-info oi.json # or reads a saved /object_info
+
+The graphs below name widgets by input name; the layout of `inputs` and `widgets_values` (including the extra
+"fixed"/"randomize" entry after a seed with control_after_generate) comes from the live /object_info, so the
+files follow the nodes' schemas. The committed JSON files are what ships; tests/test_workflows.py checks them
+against /object_info independently of this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "workflows"
+FRONTEND_ONLY = {"MarkdownNote", "Note"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+HF = "https://huggingface.co"
+CORE = {"cnr_id": "comfy-core", "ver": "0.30.0"}
+NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}
+PROMPT_COLORS = {"color": "#232", "bgcolor": "#353"}
+NEGATIVE_COLORS = {"color": "#322", "bgcolor": "#533"}
+
+
+def model_file(name: str, url: str, directory: str) -> dict:
+    return {"name": name, "url": url, "directory": directory}
+
+
+SD35_MEDIUM = model_file("sd3.5_medium.safetensors",
+                         f"{HF}/stabilityai/stable-diffusion-3.5-medium/resolve/main/sd3.5_medium.safetensors",
+                         "checkpoints")
+SD35_LARGE = model_file("sd3.5_large.safetensors",
+                        f"{HF}/stabilityai/stable-diffusion-3.5-large/resolve/main/sd3.5_large.safetensors",
+                        "checkpoints")
+SD3_TEXT = [model_file(n, f"{HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/text_encoders/{n}", "text_encoders")
+            for n in ("clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors")]
+FLUX_DEV = model_file("flux1-dev.safetensors", f"{HF}/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors",
+                      "diffusion_models")
+FLUX_TEXT = [model_file(n, f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/{n}", "text_encoders")
+             for n in ("clip_l.safetensors", "t5xxl_fp16.safetensors")]
+FLUX_VAE = model_file("ae.safetensors", f"{HF}/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors", "vae")
+SDXL_BASE = model_file("sd_xl_base_1.0.safetensors",
+                       f"{HF}/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors",
+                       "checkpoints")
+
+
+def swd_lora(repo: str, name: str) -> dict:
+    """The released SwD LoRAs are PEFT adapter_model.safetensors files; users save them under a telling name."""
+    return model_file(name, f"{HF}/{repo}/resolve/main/adapter_model.safetensors", "loras")
+
+
+LORA = {
+    "medium6": swd_lora("yresearch/swd-medium-6-steps", "swd-medium-6-steps.safetensors"),
+    "medium4": swd_lora("yresearch/swd-medium-4-steps", "swd-medium-4-steps.safetensors"),
+    "large4": swd_lora("yresearch/swd-large-4-steps", "swd-large-4-steps.safetensors"),
+    "flux": swd_lora("yresearch/swd_flux", "swd_flux.safetensors"),
+    "sdxl": swd_lora("yresearch/swd-sdxl", "swd-sdxl.safetensors"),
+}
+
+PROMPT = ("a red fox sitting in a snowy birch forest at golden hour, soft rim light, shallow depth of field, "
+          "highly detailed photograph")
+
+
+def is_widget(spec) -> bool:
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    return not opts.get("forceInput") and (isinstance(kind, list) or kind in WIDGET_TYPES)
+
+
+def combo_options(spec) -> list | None:
+    if isinstance(spec[0], list):
+        return spec[0]
+    return (spec[1] if len(spec) > 1 else {}).get("options") if spec[0] == "COMBO" else None
+
+
+class Node:
+    def __init__(self, graph: "Graph", node_id: int, type_: str, info: dict | None, pos, size, title, properties,
+                 widgets: dict, colors: dict | None, mode: int):
+        self.graph, self.id, self.type, self.info = graph, node_id, type_, info
+        self.pos, self.size, self.title, self.properties, self.mode = list(pos), size, title, properties, mode
+        self.colors = colors or {}
+        self.inputs: list[dict] = []
+        self.outputs: list[dict] = []
+        self.widgets_values: list = []
+        if info is not None:
+            self._layout(widgets)
+
+    def _layout(self, widgets: dict):
+        specs = {}
+        for group in ("required", "optional"):
+            for name in self.info["input_order"].get(group, []):
+                specs[name] = (self.info["input"][group][name], group == "optional")
+        unknown = set(widgets) - {n for n, (s, _) in specs.items() if is_widget(s)}
+        if unknown:
+            raise KeyError(f"{self.type}: no widget input named {sorted(unknown)}")
+        sockets, widget_inputs = [], []
+        for name, (spec, optional) in specs.items():
+            entry = {"localized_name": name, "name": name, "type": spec[0], "link": None}
+            if optional:
+                entry["shape"] = 7
+            if not is_widget(spec):
+                sockets.append(entry)
+                continue
+            opts = spec[1] if len(spec) > 1 else {}
+            entry["type"] = "COMBO" if isinstance(spec[0], list) else spec[0]
+            entry["widget"] = {"name": name}
+            widget_inputs.append(entry)
+            if name in widgets:
+                value = widgets[name]
+            elif "default" in opts:
+                value = opts["default"]
+            elif combo_options(spec):  # the frontend's default for a combo without one
+                value = combo_options(spec)[0]
+            else:
+                raise KeyError(f"{self.type}: widget {name!r} has no default; give its value")
+            self.widgets_values.append(value)
+            if opts.get("control_after_generate"):
+                self.widgets_values.append(widgets.get(f"{name}:control", "fixed"))
+        self.inputs = sockets + widget_inputs
+        self.outputs = [{"localized_name": n, "name": n, "type": t, "links": []}
+                        for t, n in zip(self.info["output"], self.info["output_name"])]
+
+    def out(self, name_or_index):
+        if isinstance(name_or_index, int):
+            return self, name_or_index
+        names = [o["name"] for o in self.outputs]
+        return self, names.index(name_or_index)
+
+    def to_json(self, order: int) -> dict:
+        size = self.size or [320, 46 + 22 * max(len(self.outputs), sum("widget" not in i for i in self.inputs))
+                             + 26 * len(self.widgets_values)]
+        d = {"id": self.id, "type": self.type, "pos": self.pos, "size": list(size), "flags": {}, "order": order,
+             "mode": self.mode, "inputs": self.inputs, "outputs": self.outputs}
+        if self.title:
+            d["title"] = self.title
+        d["properties"] = self.properties
+        d["widgets_values"] = self.widgets_values
+        d.update(self.colors)
+        return d
+
+
+class Graph:
+    def __init__(self, object_info: dict, name: str):
+        self.oi, self.name = object_info, name
+        self.nodes: list[Node] = []
+        self.links: list[list] = []
+
+    def add(self, type_: str, pos, size=None, title=None, models=None, colors=None, mode=0, **widgets) -> Node:
+        if type_ not in self.oi:
+            raise KeyError(f"node type {type_!r} is not in /object_info (is the pack complete?)")
+        props = {"Node name for S&R": type_}
+        if self.oi[type_]["python_module"] in ("nodes",) or self.oi[type_]["python_module"].startswith("comfy_extras."):
+            props.update(CORE)
+        if models:
+            props["models"] = models
+        node = Node(self, len(self.nodes) + 1, type_, self.oi[type_], pos, size, title, props, widgets, colors, mode)
+        self.nodes.append(node)
+        return node
+
+    def note(self, text: str, pos, size, title="Read me") -> Node:
+        node = Node(self, len(self.nodes) + 1, "MarkdownNote", None, pos, size, title, {}, {}, NOTE_COLORS, 0)
+        node.widgets_values = [text]
+        self.nodes.append(node)
+        return node
+
+    def connect(self, source: tuple[Node, int], target: Node, input_name: str):
+        src, slot = source
+        index = next(i for i, e in enumerate(target.inputs) if e["name"] == input_name)
+        if target.inputs[index]["link"] is not None:
+            raise ValueError(f"{target.type}.{input_name} is already connected")
+        link_id = len(self.links) + 1
+        kind = src.outputs[slot]["type"]
+        self.links.append([link_id, src.id, slot, target.id, index, kind])
+        target.inputs[index]["link"] = link_id
+        src.outputs[slot]["links"].append(link_id)
+        return link_id
+
+    def _order(self) -> dict[int, int]:
+        deps = {n.id: set() for n in self.nodes}
+        for _, src, _, dst, _, _ in self.links:
+            deps[dst].add(src)
+        order, done = {}, set()
+        while len(done) < len(self.nodes):
+            ready = sorted(i for i, d in deps.items() if i not in done and d <= done)
+            for i in ready:
+                order[i] = len(order)
+            done.update(ready)
+        return order
+
+    def to_json(self) -> dict:
+        order = self._order()
+        return {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"swd-comfyui/workflows/{self.name}")),
+            "revision": 0,
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": [n.to_json(order[n.id]) for n in self.nodes],
+            "links": self.links,
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [60, 80]}},
+            "version": 0.4,
+        }
+
+
+# --- building blocks ------------------------------------------------------------------------------------------
+
+def lora_loader(g: Graph, model, lora: dict, pos) -> Node:
+    node = g.add("SwDLoraLoader", pos, models=[lora], lora_name=lora["name"])
+    g.connect(model, node, "model")
+    return node
+
+
+def text_encoders(g: Graph, family: str, pos) -> Node:
+    if family == "flux":
+        return g.add("DualCLIPLoader", pos, models=FLUX_TEXT, clip_name1=FLUX_TEXT[0]["name"],
+                     clip_name2=FLUX_TEXT[1]["name"], type="flux")
+    return g.add("TripleCLIPLoader", pos, models=SD3_TEXT, clip_name1=SD3_TEXT[0]["name"],
+                 clip_name2=SD3_TEXT[1]["name"], clip_name3=SD3_TEXT[2]["name"])
+
+
+def prompts(g: Graph, clip, pos, negative=True):
+    x, y = pos
+    pos_node = g.add("CLIPTextEncode", (x, y), size=[420, 180], title="Positive prompt", colors=PROMPT_COLORS,
+                     text=PROMPT)
+    g.connect(clip, pos_node, "clip")
+    if not negative:
+        return pos_node, None
+    neg_node = g.add("CLIPTextEncode", (x, y + 230), size=[420, 110], title="Negative prompt (unused at cfg 1)",
+                     colors=NEGATIVE_COLORS, text="")
+    g.connect(clip, neg_node, "clip")
+    return pos_node, neg_node
+
+
+def connect_preset(g: Graph, lora: Node, sampler: Node):
+    """SwDLoraLoader's preset output drives the sampler's preset when the types allow it."""
+    preset_out = lora.out("preset")
+    kind = preset_out[0].outputs[preset_out[1]]["type"]
+    if kind == "COMBO" or isinstance(kind, list):
+        g.connect(preset_out, sampler, "preset")
+
+
+def decode_and_save(g: Graph, latent, vae, prefix: str, pos, preview=False, below=False) -> Node:
+    decode = g.add("VAEDecode", pos, size=[210, 46])
+    g.connect(latent, decode, "samples")
+    g.connect(vae, decode, "vae")
+    at = (pos[0], pos[1] + 90) if preview or below else (pos[0] + 240, pos[1])
+    if preview:
+        out = g.add("PreviewImage", at, size=[320, 340])
+    else:
+        out = g.add("SaveImage", at, size=[520, 560] if not below else [320, 360], filename_prefix=prefix)
+    g.connect(decode.out(0), out, "images")
+    return out
+
+
+NOTE_COMMON = """
+**SwD (Scale-wise Distillation)** samples in a few steps while growing the image: each step predicts the clean
+image at a small size, upscales it (bicubic) and re-noises it for the next, larger step.
+
+**What to change**
+- *Prompt*: the green node. The negative prompt is only used when cfg ≠ 1 (SwD is distilled for cfg 1, which
+  also halves the work).
+- *Size*: the empty-latent node is the **final** size; the sampler starts smaller by itself. Use multiples of 64 px;
+  the preset's scales are relative, so other sizes and aspect ratios work.
+- *Seed*: set it to *randomize* for a new image on every run.
+- *preset* must match the LoRA (SwD LoRA Loader's `preset` output tells which one a file is).
+"""
+
+
+def sd35_txt2img(oi, name, checkpoint, lora, preset, width, height, note_title, note_models):
+    g = Graph(oi, name)
+    ckpt = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[checkpoint],
+                 ckpt_name=checkpoint["name"])
+    clip = text_encoders(g, "sd3", (40, 280))
+    swd = lora_loader(g, ckpt.out("MODEL"), lora, (440, 120))
+    pos, neg = prompts(g, clip.out(0), (440, 300))
+    latent = g.add("EmptySD3LatentImage", (440, 700), width=width, height=height, batch_size=1)
+    sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset=preset)
+    g.connect(swd.out("MODEL"), sampler, "model")
+    g.connect(pos.out(0), sampler, "positive")
+    g.connect(neg.out(0), sampler, "negative")
+    g.connect(latent.out(0), sampler, "latent_image")
+    connect_preset(g, swd, sampler)
+    decode_and_save(g, sampler.out(0), ckpt.out("VAE"), f"swd/{name}", (1280, 120))
+    g.note(f"## {note_title}\n{NOTE_COMMON}\n**Models** (file → ComfyUI/models/…)\n{note_models}", (40, 500),
+           [360, 560])
+    return g
+
+
+def models_md(*files) -> str:
+    return "\n".join(f"- [{f['name']}]({f['url']}) → `{f['directory']}/`" for f in files)
+
+
+def build(oi: dict) -> dict[str, Graph]:
+    graphs = {}
+    medium_models = models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"])
+    graphs["swd_sd35_medium_6steps"] = sd35_txt2img(
+        oi, "swd_sd35_medium_6steps", SD35_MEDIUM, LORA["medium6"], "SD3.5 Medium · 6 steps", 1024, 1024,
+        "SD3.5 Medium · SwD 6 steps · 1024×1024",
+        medium_models + "\n\nThe LoRA is the `adapter_model.safetensors` of the Hugging Face repository, renamed.")
+    graphs["swd_sd35_medium_1344x768"] = sd35_txt2img(
+        oi, "swd_sd35_medium_1344x768", SD35_MEDIUM, LORA["medium6"], "SD3.5 Medium · 6 steps", 1344, 768,
+        "SD3.5 Medium · SwD 6 steps · 1344×768 (non-square)",
+        medium_models + "\n\nEvery step keeps the final aspect ratio: with 1344×768 the six steps run at "
+                        "336×192, 504×288, 672×384, 840×480, 1008×576 and 1344×768 px.")
+    graphs["swd_sd35_large_4steps"] = sd35_txt2img(
+        oi, "swd_sd35_large_4steps", SD35_LARGE, LORA["large4"], "SD3.5 Large · 4 steps", 1024, 1024,
+        "SD3.5 Large · SwD 4 steps · 1024×1024",
+        models_md(SD35_LARGE, *SD3_TEXT, LORA["large4"])
+        + "\n\nFor the older 6-step Large LoRA pick the preset *SD3.5 Large · 6 steps (older release)*.")
+    graphs["swd_flux_dev"] = flux(oi)
+    graphs["swd_sdxl"] = sdxl(oi)
+    graphs["swd_custom_sampler"] = custom_sampler(oi)
+    graphs["swd_manual_chain"] = manual_chain(oi)
+    return graphs
+
+
+def flux(oi) -> Graph:
+    g = Graph(oi, "swd_flux_dev")
+    unet = g.add("UNETLoader", (40, 120), size=[360, 82], models=[FLUX_DEV], unet_name=FLUX_DEV["name"])
+    clip = text_encoders(g, "flux", (40, 250))
+    vae = g.add("VAELoader", (40, 420), size=[360, 60], models=[FLUX_VAE], vae_name=FLUX_VAE["name"])
+    swd = lora_loader(g, unet.out(0), LORA["flux"], (440, 120))
+    pos, neg = prompts(g, clip.out(0), (440, 300))
+    guidance = g.add("FluxGuidance", (900, 500), size=[300, 60], guidance=4.5,
+                     title="FluxGuidance (SwD FLUX: 4.5)")
+    g.connect(pos.out(0), guidance, "conditioning")
+    latent = g.add("EmptySD3LatentImage", (440, 700), width=1024, height=1024, batch_size=1)
+    sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset="FLUX.1-dev · 4 steps")
+    g.connect(swd.out("MODEL"), sampler, "model")
+    g.connect(guidance.out(0), sampler, "positive")
+    g.connect(neg.out(0), sampler, "negative")
+    g.connect(latent.out(0), sampler, "latent_image")
+    connect_preset(g, swd, sampler)
+    decode_and_save(g, sampler.out(0), vae.out(0), "swd/flux_dev", (1280, 120))
+    g.note("## FLUX.1-dev · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
+           + "- *FluxGuidance* stays at **4.5**, the guidance the SwD FLUX LoRA was distilled with; cfg stays 1.\n\n"
+           "**Models** (file → ComfyUI/models/…; FLUX.1-dev is gated: accept its license on Hugging Face)\n"
+           + models_md(FLUX_DEV, *FLUX_TEXT, FLUX_VAE, LORA["flux"]), (40, 520), [360, 600])
+    return g
+
+
+def sdxl(oi) -> Graph:
+    g = Graph(oi, "swd_sdxl")
+    ckpt = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[SDXL_BASE], ckpt_name=SDXL_BASE["name"])
+    swd = lora_loader(g, ckpt.out("MODEL"), LORA["sdxl"], (440, 120))
+    pos, neg = prompts(g, ckpt.out("CLIP"), (440, 300))
+    latent = g.add("EmptyLatentImage", (440, 700), width=1024, height=1024, batch_size=1)
+    sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset="SDXL · 4 steps")
+    g.connect(swd.out("MODEL"), sampler, "model")
+    g.connect(pos.out(0), sampler, "positive")
+    g.connect(neg.out(0), sampler, "negative")
+    g.connect(latent.out(0), sampler, "latent_image")
+    connect_preset(g, swd, sampler)
+    decode_and_save(g, sampler.out(0), ckpt.out("VAE"), "swd/sdxl", (1280, 120))
+    g.note("## SDXL · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
+           + "- SDXL is an eps-prediction UNet: the preset's sigmas are read as DDPM times, and the latent comes "
+             "from *Empty Latent Image* (4 channels), not the SD3 one.\n\n**Models** (file → ComfyUI/models/…)\n"
+           + models_md(SDXL_BASE, LORA["sdxl"]), (40, 280), [360, 560])
+    return g
+
+
+def custom_sampler(oi) -> Graph:
+    g = Graph(oi, "swd_custom_sampler")
+    ckpt = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[SD35_MEDIUM],
+                 ckpt_name=SD35_MEDIUM["name"])
+    clip = text_encoders(g, "sd3", (40, 280))
+    swd = lora_loader(g, ckpt.out("MODEL"), LORA["medium6"], (440, 120))
+    pos, _ = prompts(g, clip.out(0), (440, 300), negative=False)
+    guider = g.add("BasicGuider", (900, 120), size=[240, 50])
+    g.connect(swd.out("MODEL"), guider, "model")
+    g.connect(pos.out(0), guider, "conditioning")
+    noise = g.add("RandomNoise", (900, 220), size=[260, 82], noise_seed=42)
+    schedule = g.add("SwDSchedule", (900, 350), size=[340, 170], preset="SD3.5 Medium · 6 steps")
+    g.connect(swd.out("MODEL"), schedule, "model")
+    connect_preset(g, swd, schedule)
+    sampler = g.add("SwDSampler", (900, 570), size=[260, 60])
+    g.connect(schedule.out(1), sampler, "scales")
+    latent = g.add("EmptySD3LatentImage", (440, 560), width=1024, height=1024, batch_size=1)
+    custom = g.add("SamplerCustomAdvanced", (1280, 120), size=[300, 110])
+    g.connect(noise.out(0), custom, "noise")
+    g.connect(guider.out(0), custom, "guider")
+    g.connect(sampler.out(0), custom, "sampler")
+    g.connect(schedule.out(0), custom, "sigmas")
+    g.connect(latent.out(0), custom, "latent_image")
+    decode_and_save(g, custom.out(0), ckpt.out("VAE"), "swd/custom_sampler", (1620, 120))
+    g.note("## SwD with SamplerCustomAdvanced\nThe same sampling as *SwD Scale-wise KSampler*, split into ComfyUI's "
+           "custom-sampling parts so that it combines with other guiders (e.g. CFGGuider, DualCFGGuider) and noise "
+           "nodes.\n\n- **SwD Schedule** gives the sigmas (SIGMAS) and the relative sizes (SCALES) of the preset.\n"
+           "- **SwD Sampler** runs the scale-wise loop; connect SCALES to it.\n- The seed comes from *RandomNoise*; "
+           "the latent is the **final** size.\n- A guider with cfg ≠ 1 works but the SwD LoRAs are distilled for "
+           "cfg 1 (BasicGuider).\n\n**Models** (file → ComfyUI/models/…)\n"
+           + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 500), [360, 600])
+    return g
+
+
+MANUAL_STEPS = [(512, 1.0), (640, 0.8959), (768, 0.7371), (1024, 0.6022)]  # SD3.5 Medium · 4 steps
+
+
+def manual_chain(oi) -> Graph:
+    g = Graph(oi, "swd_manual_chain")
+    ckpt = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[SD35_MEDIUM],
+                 ckpt_name=SD35_MEDIUM["name"])
+    clip = text_encoders(g, "sd3", (40, 280))
+    swd = lora_loader(g, ckpt.out("MODEL"), LORA["medium4"], (440, 120))
+    pos, _ = prompts(g, clip.out(0), (440, 300), negative=False)
+    guider = g.add("BasicGuider", (440, 540), size=[240, 50])
+    g.connect(swd.out("MODEL"), guider, "model")
+    g.connect(pos.out(0), guider, "conditioning")
+    euler = g.add("KSamplerSelect", (440, 640), size=[260, 60], sampler_name="euler")
+    noise = g.add("RandomNoise", (440, 760), size=[260, 82], noise_seed=42)
+    no_noise = g.add("DisableNoise", (440, 880), size=[200, 30])
+    first = g.add("EmptySD3LatentImage", (440, 960), width=MANUAL_STEPS[0][0], height=MANUAL_STEPS[0][0],
+                  batch_size=1)
+    previous = None
+    x = 900
+    for step, (px, sigma) in enumerate(MANUAL_STEPS, start=1):
+        if previous is None:
+            latent = first.out(0)
+        else:
+            renoise = g.add("SwDLatentUpscaleRenoise", (x, 120), size=[320, 260],
+                            title=f"Step {step}: upscale to {px} px, re-noise to σ {sigma:g}",
+                            width=px, height=px, sigma=sigma, seed=step)
+            g.connect(swd.out("MODEL"), renoise, "model")
+            g.connect(previous, renoise, "samples")
+            latent = renoise.out(0)
+        sigmas = g.add("ManualSigmas", (x, 420), size=[320, 60], title=f"Step {step} sigmas",
+                       sigmas=f"{sigma:g}, 0")
+        sample = g.add("SamplerCustomAdvanced", (x, 520), size=[300, 110], title=f"Step {step}: one step at {px} px")
+        g.connect(noise.out(0) if previous is None else no_noise.out(0), sample, "noise")
+        g.connect(guider.out(0), sample, "guider")
+        g.connect(euler.out(0), sample, "sampler")
+        g.connect(sigmas.out(0), sample, "sigmas")
+        g.connect(latent, sample, "latent_image")
+        previous = sample.out("denoised_output")
+        last = step == len(MANUAL_STEPS)
+        decode_and_save(g, previous, ckpt.out("VAE"), "swd/manual_chain" if last else "", (x, 680),
+                        preview=not last, below=True)
+        x += 380
+    g.note("## SwD by hand: stock one-step samplers + SwD Latent Upscale + Re-noise\nThe *SD3.5 Medium · 4 steps* "
+           "schedule written out: scales 64, 80, 96, 128 (512 → 1024 px), sigmas 1.0, 0.8959, 0.7371, 0.6022, 0. "
+           "Each column is one SwD step with a preview of its x0.\n\n- One Euler step from σ to 0 returns the "
+           "model's x0 prediction (`denoised_output`).\n- **SwD Latent Upscale + Re-noise** resizes x0 to the next "
+           "size and mixes in fresh noise at the next σ; the next sampler starts at that σ with *DisableNoise*.\n"
+           "- Change the sizes and sigmas together: the σ of a step's ManualSigmas must equal the re-noise σ.\n"
+           "- The result is close to, not bit-equal with, *SwD Scale-wise KSampler*: that one draws all noise "
+           "from one seeded generator.\n\n**Models** (file → ComfyUI/models/…)\n"
+           + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium4"]), (40, 500), [360, 640])
+    return g
+
+
+def live_object_info() -> dict:
+    sys.path.insert(0, str(REPO / "tests"))
+    from comfy_harness import ComfyServer
+    server = ComfyServer(Path(tempfile.mkdtemp(prefix="swd-build-")))
+    server.prepare()
+    server.start()
+    try:
+        return server.object_info()
+    finally:
+        server.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--object-info", type=Path, help="a saved /object_info JSON instead of starting ComfyUI")
+    parser.add_argument("--save-object-info", type=Path, help="also write the /object_info used to this file")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder to write to (default: workflows/)")
+    args = parser.parse_args()
+    oi = json.loads(args.object_info.read_text()) if args.object_info else live_object_info()
+    if args.save_object_info:
+        args.save_object_info.write_text(json.dumps(oi))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, graph in build(oi).items():
+        path = args.out / f"{name}.json"
+        path.write_text(json.dumps(graph.to_json(), indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The shipped workflows/: valid against the live /object_info, complete, and runnable on tiny stand-in models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tiny_workflows import WORKFLOWS, family, load, loras_used, with_tiny_models, write_tiny_lora
+from workflow_to_api import FRONTEND_ONLY, WorkflowError, input_specs, to_api, validate, widget_values
+
+EXPECTED = ["swd_sd35_medium_6steps", "swd_sd35_large_4steps", "swd_flux_dev", "swd_sdxl", "swd_custom_sampler",
+            "swd_manual_chain", "swd_sd35_medium_1344x768"]
+NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+PACK_MODULE = "custom_nodes.swd-comfyui"
+LOADER_FOLDERS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "clip_name1": "text_encoders",
+                  "clip_name2": "text_encoders", "clip_name3": "text_encoders", "vae_name": "vae", "lora_name": "loras"}
+LORA_SUBFOLDER = "swd_workflow_tests"
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy):
+    return comfy.object_info()
+
+
+def pack_nodes(object_info) -> set[str]:
+    return {k for k, v in object_info.items() if v.get("python_module") == PACK_MODULE}
+
+
+def test_the_issue_workflows_exist_and_nothing_else():
+    assert sorted(EXPECTED) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_is_ui_format_and_fits_the_live_object_info(name, object_info):
+    workflow = load(name)
+    assert workflow["version"] == 0.4
+    assert validate(workflow, object_info) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_uses_pack_nodes_and_explains_itself_in_a_note(name, object_info):
+    workflow = load(name)
+    types = [n["type"] for n in workflow["nodes"]]
+    assert set(types) & pack_nodes(object_info)
+    notes = [n for n in workflow["nodes"] if n["type"] in ("MarkdownNote", "Note")]
+    assert len(notes) == 1 and len(notes[0]["widgets_values"][0]) > 300
+    assert all(n["mode"] == 0 for n in workflow["nodes"]), "shipped workflows bypass or mute nothing"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_file_is_named_with_a_download_url(name, object_info):
+    """Each file a loader widget names is in that node's properties.models with a Hugging Face URL and the right
+    models folder (what ComfyUI templates do, and what the frontend's missing-models dialog downloads)."""
+    for node in load(name)["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        values = widget_values(node, object_info[node["type"]])
+        models = {m["name"]: m for m in node["properties"].get("models", [])}
+        for widget, folder in LOADER_FOLDERS.items():
+            if widget not in values:
+                continue
+            entry = models.get(values[widget])
+            assert entry, f"{name}: node {node['id']} ({node['type']}) loads {values[widget]!r} without a models entry"
+            assert entry["directory"] == folder
+            assert entry["url"].startswith("https://huggingface.co/") and entry["url"].endswith(".safetensors")
+            assert entry["name"].endswith(".safetensors")
+        assert set(models) <= set(values.values()), f"{name}: node {node['id']} lists models it does not load"
+
+
+def test_sampler_presets_match_the_loras_and_flux_guidance_is_4_5(object_info):
+    presets = {"swd_sd35_medium_6steps": "SD3.5 Medium · 6 steps", "swd_sd35_medium_1344x768": "SD3.5 Medium · 6 steps",
+               "swd_sd35_large_4steps": "SD3.5 Large · 4 steps", "swd_flux_dev": "FLUX.1-dev · 4 steps",
+               "swd_sdxl": "SDXL · 4 steps", "swd_custom_sampler": "SD3.5 Medium · 6 steps"}
+    for name, preset in presets.items():
+        workflow = load(name)
+        for node in workflow["nodes"]:
+            if node["type"] in ("SwDKSampler", "SwDSchedule"):
+                values = widget_values(node, object_info[node["type"]])
+                assert values["preset"] == preset and values.get("cfg", 1.0) == 1.0, name
+            if node["type"] == "FluxGuidance":
+                assert widget_values(node, object_info["FluxGuidance"])["guidance"] == 4.5
+    sizes = {n["type"]: widget_values(n, object_info[n["type"]]) for n in load("swd_sd35_medium_1344x768")["nodes"]
+             if n["type"] == "EmptySD3LatentImage"}
+    assert (sizes["EmptySD3LatentImage"]["width"], sizes["EmptySD3LatentImage"]["height"]) == (1344, 768)
+
+
+# The converter itself, on a hand-written graph: bypass, mute, reroute, primitive, control_after_generate ---------
+
+OI = {
+    "Src": {"input": {"required": {"seed": ["INT", {"default": 0, "control_after_generate": True}]}},
+            "input_order": {"required": ["seed"]}, "output": ["LATENT"], "output_name": ["LATENT"]},
+    "Mid": {"input": {"required": {"samples": ["LATENT"], "factor": ["FLOAT", {"default": 1.0}]},
+                      "optional": {"mode": [["a", "b"]]}},
+            "input_order": {"required": ["samples", "factor"], "optional": ["mode"]},
+            "output": ["LATENT"], "output_name": ["LATENT"]},
+    "Sink": {"input": {"required": {"samples": ["LATENT"], "name": ["STRING", {}]}},
+             "input_order": {"required": ["samples", "name"]}, "output": [], "output_name": []},
+}
+
+
+def _graph(mid_mode=0, through_reroute=False):
+    nodes = [
+        {"id": 1, "type": "Src", "mode": 0, "inputs": [{"name": "seed", "type": "INT", "widget": {"name": "seed"},
+                                                        "link": None}],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}], "widgets_values": [5, "randomize"]},
+        {"id": 2, "type": "Mid", "mode": mid_mode,
+         "inputs": [{"name": "samples", "type": "LATENT", "link": 1},
+                    {"name": "factor", "type": "FLOAT", "widget": {"name": "factor"}, "link": 3}],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": [2]}], "widgets_values": [2.0, "b"]},
+        {"id": 3, "type": "Sink", "mode": 0,
+         "inputs": [{"name": "samples", "type": "LATENT", "link": 2},
+                    {"name": "name", "type": "STRING", "widget": {"name": "name"}, "link": None}],
+         "outputs": [], "widgets_values": ["out"]},
+        {"id": 4, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+         "outputs": [{"name": "FLOAT", "type": "FLOAT", "links": [3]}], "widgets_values": [0.5, "fixed"]},
+        {"id": 5, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
+    ]
+    links = [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"], [3, 4, 0, 2, 1, "FLOAT"]]
+    if through_reroute:
+        nodes.append({"id": 6, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 2}],
+                      "outputs": [{"name": "", "type": "LATENT", "links": [4]}]})
+        links[1] = [2, 2, 0, 6, 0, "LATENT"]
+        links.append([4, 6, 0, 3, 0, "LATENT"])
+        nodes[2]["inputs"][0]["link"] = 4
+    return {"nodes": nodes, "links": links}
+
+
+def test_converter_maps_widgets_skipping_control_values_and_follows_links_primitives_and_reroutes():
+    for reroute in (False, True):
+        api = to_api(_graph(through_reroute=reroute), OI)
+        assert set(api) == {"1", "2", "3"}
+        assert api["1"]["inputs"] == {"seed": 5}
+        assert api["2"]["inputs"] == {"samples": ["1", 0], "factor": 0.5, "mode": "b"}
+        assert api["3"]["inputs"] == {"samples": ["2", 0], "name": "out"}
+
+
+def test_converter_passes_a_bypassed_node_through_and_drops_a_muted_one():
+    bypassed = to_api(_graph(mid_mode=4), OI)
+    assert "2" not in bypassed and bypassed["3"]["inputs"]["samples"] == ["1", 0]
+    muted = to_api(_graph(mid_mode=2), OI)
+    assert "2" not in muted and "samples" not in muted["3"]["inputs"]
+
+
+def test_converter_refuses_widget_values_that_do_not_fit_the_schema():
+    graph = _graph()
+    graph["nodes"][0]["widgets_values"] = [5]  # the control_after_generate entry is missing
+    with pytest.raises(WorkflowError, match="control_after_generate"):
+        to_api(graph, OI)
+    graph["nodes"][0]["widgets_values"] = [5, "fixed", 7]
+    with pytest.raises(WorkflowError, match="3 entries"):
+        to_api(graph, OI)
+    assert any("not one of the options" in e for e in validate(
+        {**_graph(), "nodes": [dict(_graph()["nodes"][1], widgets_values=[1.0, "c"])]}, OI))
+
+
+# Execution on tiny models -------------------------------------------------------------------------------------
+
+def _output_images(comfy, messages) -> dict[str, list[Path]]:
+    out = {}
+    for m in messages:
+        if m["type"] == "executed" and (m["data"].get("output") or {}).get("images"):
+            out[m["data"]["node"]] = [comfy.base_dir / i["type"] / i.get("subfolder", "") / i["filename"]
+                                      for i in m["data"]["output"]["images"]]
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_runs_on_tiny_models_and_executes_every_pack_node(name, comfy, object_info):
+    workflow = load(name)
+    fam = family(workflow)
+    prompt = with_tiny_models(to_api(workflow, object_info), fam, tag=f"test_workflows/{name}")
+    for node in prompt.values():
+        if node["class_type"] == "SwDLoraLoader":
+            file = f"{LORA_SUBFOLDER}/{node['inputs']['lora_name']}"
+            write_tiny_lora(comfy.models_dir / "loras" / file, fam)
+            node["inputs"]["lora_name"] = file
+    assert loras_used(workflow), f"{name} loads no SwD LoRA"
+
+    messages, _ = comfy.run_watching(prompt)
+    kinds = [m["type"] for m in messages]
+    errors = [m["data"] for m in messages if m["type"] == "execution_error"]
+    assert not errors, f"{name}: {errors[0].get('node_type')}: {errors[0].get('exception_message')}"
+    assert "execution_success" in kinds
+    executed = {m["data"]["node"] for m in messages if m["type"] == "executing" and m["data"].get("node")}
+    cached = {n for m in messages if m["type"] == "execution_cached" for n in m["data"]["nodes"]}
+    pack_ids = {str(n["id"]) for n in workflow["nodes"] if n["type"] in pack_nodes(object_info)}
+    assert pack_ids and pack_ids <= executed - cached, f"{name}: pack nodes not executed: {pack_ids - executed}"
+
+    reports = [m["data"]["output"]["swd_lora"][0] for m in messages  # the tiny LoRA loads whole; its name tells the preset
+               if m["type"] == "executed" and "swd_lora" in (m["data"].get("output") or {})]
+    assert len(reports) == sum(n["class_type"] == "SwDLoraLoader" for n in prompt.values())
+    assert all(r["keys_not_loaded"] == 0 and r["keys_loaded"] > 0 and r["preset"] != "custom" for r in reports), reports
+
+    images = _output_images(comfy, messages)
+    saves = [i for i, n in prompt.items() if n["class_type"] == "SaveImage"]
+    assert len(saves) == 1 and saves[0] in images
+    sizes = {}
+    for node_id, paths in images.items():
+        with Image.open(paths[0]) as im:
+            sizes[node_id] = im.size
+    if name == "swd_manual_chain":  # one preview per scale, growing, then the final image
+        assert [sizes[i] for i in sorted(sizes, key=int)] == [(128, 128), (160, 160), (192, 192), (256, 256)]
+    else:
+        latent = next(n["inputs"] for n in prompt.values()
+                      if n["class_type"] in ("EmptySD3LatentImage", "EmptyLatentImage"))
+        assert sizes[saves[0]] == (latent["width"], latent["height"])
+
+
+def test_pack_nodes_have_a_description_and_a_tooltip_on_every_input(object_info):
+    gaps = []
+    for node in sorted(pack_nodes(object_info)):
+        info = object_info[node]
+        if not info.get("description"):
+            gaps.append(f"{node}: no description")
+        for name, spec, _ in input_specs(info):
+            if not (spec[1] if len(spec) > 1 else {}).get("tooltip"):
+                gaps.append(f"{node}.{name}: no tooltip")
+    assert gaps == []
+    assert {"SwDKSampler", "SwDSchedule", "SwDSampler", "SwDLatentUpscaleRenoise", "SwDLoraLoader"} <= pack_nodes(object_info)
+
+
+def test_builder_script_reproduces_the_committed_workflows(object_info, tmp_path):
+    """scripts/build_workflows.py is how the files are made; the committed JSON must be its current output."""
+    import subprocess
+    import sys
+    saved = tmp_path / "object_info.json"
+    saved.write_text(json.dumps(object_info))
+    out = tmp_path / "workflows"
+    subprocess.run([sys.executable, str(WORKFLOWS.parent / "scripts" / "build_workflows.py"), "--object-info", str(saved),
+                    "--out", str(out)], check=True, capture_output=True, text=True)
+    for name in NAMES:
+        assert json.loads((out / f"{name}.json").read_text()) == load(name), f"{name}.json is stale: rerun the builder"
