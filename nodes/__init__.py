@@ -1,6 +1,8 @@
 """ComfyUI V3 nodes of the pack: thin wrappers that translate ComfyUI types and call swd_sampler."""
+from .lora import SwDLoraLoader
 from .sampler import SwDKSampler, SwDSampler, SwDSchedule
 from .upscale_renoise import SwDLatentUpscaleRenoise
 
 NODES = [SwDKSampler, SwDSchedule, SwDSampler]
 NODES.append(SwDLatentUpscaleRenoise)
+NODES.append(SwDLoraLoader)
