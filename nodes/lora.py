@@ -53,7 +53,8 @@ def _diffusers_names(model, family: str) -> dict:
 
 def lora_targets(model, family: str) -> dict[str, tuple]:
     """{layer name: (comfy.lora target, shape of the weight or slice it patches)} for every weight the model has,
-    under its own name (`joint_blocks.0.x_block.attn.qkv`) and its diffusers names (`transformer_blocks.0.attn.to_q`)."""
+    under its own name (`joint_blocks.0.x_block.attn.qkv`) and its diffusers names
+    (`transformer_blocks.0.attn.to_q`)."""
     shapes = {k: tuple(v.shape) for k, v in model.model_state_dict().items()}
     targets = {k[len(PREFIX):-len(".weight")]: (k, shape) for k, shape in shapes.items()
                if k.startswith(PREFIX) and k.endswith(".weight")}

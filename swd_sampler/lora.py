@@ -260,7 +260,8 @@ def _peft_config(path: Path, metadata: Mapping[str, str], name: str) -> tuple[di
         try:
             raw = json.loads(metadata["lora_adapter_metadata"])
         except ValueError as e:
-            raise CorruptLoraError(f"{name}: its lora_adapter_metadata is not valid JSON ({e}); re-save the LoRA.") from None
+            raise CorruptLoraError(f"{name}: its lora_adapter_metadata is not valid JSON ({e}); re-save the "
+                                   f"LoRA.") from None
         if any("." in k for k in raw):
             raw = {k.split(".", 1)[1]: v for k, v in raw.items() if k.startswith(("transformer.", "unet."))}
         return raw, "file metadata"
@@ -334,7 +335,8 @@ def check_architecture(lora: SwDLora, model: Architecture) -> None:
 
 # Key conversion ----------------------------------------------------------------------------------------------------
 
-def plan_patches(lora: SwDLora, targets: Mapping[str, tuple[Any, tuple[int, ...]]], allow_partial: bool = False) -> Plan:
+def plan_patches(lora: SwDLora, targets: Mapping[str, tuple[Any, tuple[int, ...]]],
+                 allow_partial: bool = False) -> Plan:
     """Match every module to a layer of the model.
 
     `targets` maps layer names (dotted diffusers or model names, no ".weight") to (target, shape): target is passed
@@ -413,7 +415,8 @@ def recognise_preset(lora_name: str, metadata: Mapping[str, Any] | None = None,
     family than the file's is not believed. swd-medium-4-steps gives its current schedule, not the 2025 README's."""
     path = PurePath(lora_name.replace("\\", "/"))
     family = architecture.family if architecture else None
-    sources = [(path.name, "the file name"), *((part, f"the folder name {part!r}") for part in reversed(path.parts[:-1])),
+    sources = [(path.name, "the file name"),
+               *((part, f"the folder name {part!r}") for part in reversed(path.parts[:-1])),
                *((v, f"the metadata field {k!r}") for k, v in (metadata or {}).items() if isinstance(v, str))]
     releases = _releases()
     conflicts = []

@@ -27,8 +27,9 @@ def _sd3_layers():
                    f"transformer_blocks.{i}.ff.net.0.proj": (f"joint_blocks.{i}.x_block.mlp.fc1.weight", 0, 4 * H, H),
                    f"transformer_blocks.{i}.ff.net.2": (f"joint_blocks.{i}.x_block.mlp.fc2.weight", 0, H, 4 * H)}
     # the last block is context_pre_only: its text stream has no MLP
-    layers |= {"transformer_blocks.0.ff_context.net.0.proj": ("joint_blocks.0.context_block.mlp.fc1.weight", 0, 4 * H, H),
-               "transformer_blocks.0.ff_context.net.2": ("joint_blocks.0.context_block.mlp.fc2.weight", 0, H, 4 * H)}
+    context = "joint_blocks.0.context_block.mlp"
+    layers |= {"transformer_blocks.0.ff_context.net.0.proj": (f"{context}.fc1.weight", 0, 4 * H, H),
+               "transformer_blocks.0.ff_context.net.2": (f"{context}.fc2.weight", 0, H, 4 * H)}
     return layers
 
 
@@ -57,10 +58,11 @@ def _sdxl_layers():
               "up_blocks.0.attentions.0": "output_blocks.0.1", "up_blocks.0.attentions.1": "output_blocks.1.1"}
     layers = {}
     for diffusers, comfy in blocks.items():
-        for sub, out, inp in (("attn1.to_q", c, c), ("attn1.to_k", c, c), ("attn1.to_v", c, c), ("attn1.to_out.0", c, c),
-                              ("attn2.to_q", c, c), ("attn2.to_k", c, c), ("attn2.to_v", c, c), ("attn2.to_out.0", c, c),
-                              ("ff.net.0.proj", 8 * c, c), ("ff.net.2", c, 4 * c)):
-            layers[f"{diffusers}.transformer_blocks.0.{sub}"] = (f"{comfy}.transformer_blocks.0.{sub}.weight", 0, out, inp)
+        projections = [(f"{attn}.{proj}", c, c) for attn in ("attn1", "attn2")
+                       for proj in ("to_q", "to_k", "to_v", "to_out.0")]
+        for sub, out, inp in (*projections, ("ff.net.0.proj", 8 * c, c), ("ff.net.2", c, 4 * c)):
+            native = f"{comfy}.transformer_blocks.0.{sub}.weight"
+            layers[f"{diffusers}.transformer_blocks.0.{sub}"] = (native, 0, out, inp)
     return layers
 
 

@@ -23,7 +23,8 @@ def loader(model, name, strength=1.0, allow_partial=False):
 
 
 def dump(model, tag):
-    return {"class_type": "SwDTestDumpWeights", "inputs": {"model": model, "filename": f"{tag}_{uuid.uuid4().hex}.safetensors"}}
+    filename = f"{tag}_{uuid.uuid4().hex}.safetensors"  # a new name each time: ComfyUI's cache never skips the dump
+    return {"class_type": "SwDTestDumpWeights", "inputs": {"model": model, "filename": filename}}
 
 
 def show(ref):
@@ -75,7 +76,8 @@ def test_released_peft_lora_patches_every_targeted_weight_and_nothing_else(comfy
     base = weights(comfy, prompt, "base")
     if family in UNET_FILE:
         assert all(torch.equal(base[k], v) for k, v in pristine(comfy, family).items())
-    assert_patched_exactly(weights(comfy, prompt, "dump"), expected_weights(base, family, pairs, 0.7, 1.0), base, family)
+    expected = expected_weights(base, family, pairs, 0.7, 1.0)
+    assert_patched_exactly(weights(comfy, prompt, "dump"), expected, base, family)
     report = result.outputs["lora"]["swd_lora"][0]
     assert (report["keys_loaded"], report["keys_not_loaded"]) == (2 * len(pairs), 0)
     assert report["formats"] == ["peft"] and report["preset"] == preset
@@ -88,10 +90,11 @@ def test_diffusers_and_kohya_names_load_to_the_same_weights_as_peft(comfy, loras
     """alpha 8 with r 4 (scale 2), given as adapter_config.json (PEFT), lora_adapter_metadata (diffusers) and alpha
     tensors (kohya)."""
     pairs = lora_pairs(family, seed=12)
-    files = {"peft": write_peft(loras / f"formats_{family}" / "peft" / "adapter_model.safetensors", pairs, lora_alpha=8),
-             "diffusers": write_diffusers(loras / f"formats_{family}" / "diffusers.safetensors", pairs,
-                                          DIFFUSERS_PREFIX[family], lora_alpha=8),
-             "kohya": write_kohya(loras / f"formats_{family}" / "kohya.safetensors", pairs, alpha=8)}
+    folder = loras / f"formats_{family}"
+    files = {"peft": write_peft(folder / "peft" / "adapter_model.safetensors", pairs, lora_alpha=8),
+             "diffusers": write_diffusers(folder / "diffusers.safetensors", pairs, DIFFUSERS_PREFIX[family],
+                                          lora_alpha=8),
+             "kohya": write_kohya(folder / "kohya.safetensors", pairs, alpha=8)}
     nodes, model = model_nodes(family)
     prompt = {**nodes, "base": dump(model, f"base_{family}")}
     for fmt, path in files.items():
@@ -179,12 +182,14 @@ def test_preset_output_drives_the_swd_ksampler(comfy, loras):
 
     def sampler(preset):
         return {"class_type": "SwDKSampler", "inputs": {
-            "model": ["lora", 0], "positive": positive_ref("sd3"), "negative": ["neg", 0], "latent_image": ["latent", 0],
-            "seed": 5, "preset": preset, "scales": "", "sigmas": "", "cfg": 1.0, "upscale_method": "bicubic"}}
+            "model": ["lora", 0], "positive": positive_ref("sd3"), "negative": ["neg", 0],
+            "latent_image": ["latent", 0], "seed": 5, "preset": preset, "scales": "", "sigmas": "", "cfg": 1.0,
+            "upscale_method": "bicubic"}}
 
     prompt = {**nodes, **cond_nodes("sd3"), "latent": empty_latent("sd3", 64, 64), "lora": loader(model, name),
               "linked": sampler(["lora", 1]), "typed": sampler("SD3.5 Medium · 4 steps"),
-              "save_linked": save_latent(["linked", 0], "lora_linked"), "save_typed": save_latent(["typed", 0], "lora_typed")}
+              "save_linked": save_latent(["linked", 0], "lora_linked"),
+              "save_typed": save_latent(["typed", 0], "lora_typed")}
     result = comfy.run(prompt)
     assert torch.equal(result.latent("save_linked"), result.latent("save_typed"))
 

@@ -131,7 +131,8 @@ def test_flux_double_block_names_are_told_from_sd3_by_width(tmp_path):
     assert _arch(tmp_path, pairs) == L.Architecture("flux", 3072)
 
 
-@pytest.mark.parametrize("family, expected", [("sd3", L.Architecture("sd3", 128)), ("flux", L.Architecture("flux", 128)),
+@pytest.mark.parametrize("family, expected", [("sd3", L.Architecture("sd3", 128)),
+                                              ("flux", L.Architecture("flux", 128)),
                                               ("sdxl", L.Architecture("unet", 64))])
 def test_architecture_of_the_tiny_loras(tmp_path, family, expected):
     assert _arch(tmp_path, lora_pairs(family)) == expected
@@ -185,7 +186,8 @@ def test_unmatched_keys_are_refused_with_count_and_examples(tmp_path):
 def test_partial_load_keeps_the_matching_layers_and_lists_the_rest(tmp_path):
     plan = L.plan_patches(_with_strays(tmp_path), sd3_targets(), allow_partial=True)
     assert len(plan.to_load) == len(LAYERS["sd3"])
-    assert len(plan.unmatched) == 7 and "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight" in plan.unmatched
+    assert len(plan.unmatched) == 7
+    assert "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight" in plan.unmatched
 
 
 # reading -----------------------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ def test_truncated_file_is_refused(tmp_path, keep):
     header = 8 + struct.unpack("<Q", data[:8])[0]
     cut = int(header * keep) if keep < 0.9 else header + (len(data) - header) // 2
     path.write_bytes(data[:cut])
-    with pytest.raises(L.CorruptLoraError, match=rf"x.safetensors is truncated: it is {cut} bytes .*download the file again"):
+    with pytest.raises(L.CorruptLoraError, match=rf"x.safetensors is truncated: it is {cut} bytes .*download the file"):
         L.read_lora(path)
 
 
@@ -327,7 +329,8 @@ def test_kohya_names_of_the_models_own_layers_resolve(tmp_path):
                "lora_unet_joint_blocks_0_x_block_attn_qkv.alpha": torch.tensor(2.0)}, str(path))
     lora = L.read_lora(path)
     assert lora.architecture == L.Architecture("sd3", 128)
-    targets = {"joint_blocks.0.x_block.attn.qkv": ("diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", (384, 128))}
+    key = "diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
+    targets = {"joint_blocks.0.x_block.attn.qkv": (key, (384, 128))}
     plan = L.plan_patches(lora, targets)
-    assert plan.to_load == {"joint_blocks_0_x_block_attn_qkv": "diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"}
+    assert plan.to_load == {"joint_blocks_0_x_block_attn_qkv": key}
     assert plan.state_dict["joint_blocks_0_x_block_attn_qkv.alpha"].item() == 2.0
