@@ -3,6 +3,4 @@ from .lora import SwDLoraLoader
 from .sampler import SwDKSampler, SwDSampler, SwDSchedule
 from .upscale_renoise import SwDLatentUpscaleRenoise
 
-NODES = [SwDKSampler, SwDSchedule, SwDSampler]
-NODES.append(SwDLatentUpscaleRenoise)
-NODES.append(SwDLoraLoader)
+NODES = [SwDKSampler, SwDSchedule, SwDSampler, SwDLatentUpscaleRenoise, SwDLoraLoader]

@@ -3,7 +3,7 @@ import pytest
 
 from graphs import cond_nodes, empty_latent, model_nodes, positive_ref, save_latent
 
-PACK_NODES = {"SwDKSampler", "SwDSchedule", "SwDSampler"}
+PACK_NODES = {"SwDKSampler", "SwDSchedule", "SwDSampler", "SwDLatentUpscaleRenoise", "SwDLoraLoader"}
 
 
 def test_comfyui_is_the_pinned_release(comfy):

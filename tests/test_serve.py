@@ -22,7 +22,7 @@ def test_make_serve_lists_the_pack_nodes_and_serves_the_frontend():
             except OSError:
                 time.sleep(1)
         assert info is not None, f"make serve did not answer on port {port}"
-        for node in ("SwDKSampler", "SwDSchedule", "SwDSampler"):
+        for node in ("SwDKSampler", "SwDSchedule", "SwDSampler", "SwDLatentUpscaleRenoise", "SwDLoraLoader"):
             assert f'"{node}"' in info
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert "<html" in r.read().decode().lower()
