@@ -3,6 +3,8 @@ from comfy_api.latest import ComfyExtension, io
 
 from .nodes import NODES
 
+WEB_DIRECTORY = "./web"
+
 
 class SwDExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

@@ -278,8 +278,8 @@ def sd35_txt2img(oi, name, checkpoint, lora, preset, width, height, note_title, 
                  ckpt_name=checkpoint["name"])
     clip = text_encoders(g, "sd3", (40, 280))
     swd = lora_loader(g, ckpt.out("MODEL"), lora, (440, 120))
-    pos, neg = prompts(g, clip.out(0), (440, 300))
-    latent = g.add("EmptySD3LatentImage", (440, 700), width=width, height=height, batch_size=1)
+    pos, neg = prompts(g, clip.out(0), (440, 340))
+    latent = g.add("EmptySD3LatentImage", (440, 760), width=width, height=height, batch_size=1)
     sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset=preset)
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(pos.out(0), sampler, "positive")
@@ -324,13 +324,13 @@ def flux(oi) -> Graph:
     g = Graph(oi, "swd_flux_dev")
     unet = g.add("UNETLoader", (40, 120), size=[360, 82], models=[FLUX_DEV], unet_name=FLUX_DEV["name"])
     clip = text_encoders(g, "flux", (40, 250))
-    vae = g.add("VAELoader", (40, 420), size=[360, 60], models=[FLUX_VAE], vae_name=FLUX_VAE["name"])
+    vae = g.add("VAELoader", (40, 470), size=[360, 60], models=[FLUX_VAE], vae_name=FLUX_VAE["name"])
     swd = lora_loader(g, unet.out(0), LORA["flux"], (440, 120))
-    pos, neg = prompts(g, clip.out(0), (440, 300))
+    pos, neg = prompts(g, clip.out(0), (440, 340))
     guidance = g.add("FluxGuidance", (900, 500), size=[300, 60], guidance=4.5,
                      title="FluxGuidance (SwD FLUX: 4.5)")
     g.connect(pos.out(0), guidance, "conditioning")
-    latent = g.add("EmptySD3LatentImage", (440, 700), width=1024, height=1024, batch_size=1)
+    latent = g.add("EmptySD3LatentImage", (440, 760), width=1024, height=1024, batch_size=1)
     sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset="FLUX.1-dev · 4 steps")
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(guidance.out(0), sampler, "positive")
@@ -341,7 +341,7 @@ def flux(oi) -> Graph:
     g.note("## FLUX.1-dev · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
            + "- *FluxGuidance* stays at **4.5**, the guidance the SwD FLUX LoRA was distilled with; cfg stays 1.\n\n"
            "**Models** (file → ComfyUI/models/…; FLUX.1-dev is gated: accept its license on Hugging Face)\n"
-           + models_md(FLUX_DEV, *FLUX_TEXT, FLUX_VAE, LORA["flux"]), (40, 520), [360, 600])
+           + models_md(FLUX_DEV, *FLUX_TEXT, FLUX_VAE, LORA["flux"]), (40, 590), [360, 600])
     return g
 
 
@@ -349,8 +349,8 @@ def sdxl(oi) -> Graph:
     g = Graph(oi, "swd_sdxl")
     ckpt = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[SDXL_BASE], ckpt_name=SDXL_BASE["name"])
     swd = lora_loader(g, ckpt.out("MODEL"), LORA["sdxl"], (440, 120))
-    pos, neg = prompts(g, ckpt.out("CLIP"), (440, 300))
-    latent = g.add("EmptyLatentImage", (440, 700), width=1024, height=1024, batch_size=1)
+    pos, neg = prompts(g, ckpt.out("CLIP"), (440, 340))
+    latent = g.add("EmptyLatentImage", (440, 760), width=1024, height=1024, batch_size=1)
     sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset="SDXL · 4 steps")
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(pos.out(0), sampler, "positive")
@@ -371,7 +371,7 @@ def custom_sampler(oi) -> Graph:
                  ckpt_name=SD35_MEDIUM["name"])
     clip = text_encoders(g, "sd3", (40, 280))
     swd = lora_loader(g, ckpt.out("MODEL"), LORA["medium6"], (440, 120))
-    pos, _ = prompts(g, clip.out(0), (440, 300), negative=False)
+    pos, _ = prompts(g, clip.out(0), (440, 340), negative=False)
     guider = g.add("BasicGuider", (900, 120), size=[240, 50])
     g.connect(swd.out("MODEL"), guider, "model")
     g.connect(pos.out(0), guider, "conditioning")
@@ -381,7 +381,7 @@ def custom_sampler(oi) -> Graph:
     connect_preset(g, swd, schedule)
     sampler = g.add("SwDSampler", (900, 570), size=[260, 60])
     g.connect(schedule.out(1), sampler, "scales")
-    latent = g.add("EmptySD3LatentImage", (440, 560), width=1024, height=1024, batch_size=1)
+    latent = g.add("EmptySD3LatentImage", (440, 580), width=1024, height=1024, batch_size=1)
     custom = g.add("SamplerCustomAdvanced", (1280, 120), size=[300, 110])
     g.connect(noise.out(0), custom, "noise")
     g.connect(guider.out(0), custom, "guider")
@@ -408,14 +408,14 @@ def manual_chain(oi) -> Graph:
                  ckpt_name=SD35_MEDIUM["name"])
     clip = text_encoders(g, "sd3", (40, 280))
     swd = lora_loader(g, ckpt.out("MODEL"), LORA["medium4"], (440, 120))
-    pos, _ = prompts(g, clip.out(0), (440, 300), negative=False)
-    guider = g.add("BasicGuider", (440, 540), size=[240, 50])
+    pos, _ = prompts(g, clip.out(0), (440, 340), negative=False)
+    guider = g.add("BasicGuider", (440, 580), size=[240, 50])
     g.connect(swd.out("MODEL"), guider, "model")
     g.connect(pos.out(0), guider, "conditioning")
-    euler = g.add("KSamplerSelect", (440, 640), size=[260, 60], sampler_name="euler")
-    noise = g.add("RandomNoise", (440, 760), size=[260, 82], noise_seed=42)
-    no_noise = g.add("DisableNoise", (440, 880), size=[200, 30])
-    first = g.add("EmptySD3LatentImage", (440, 960), width=MANUAL_STEPS[0][0], height=MANUAL_STEPS[0][0],
+    euler = g.add("KSamplerSelect", (440, 680), size=[260, 60], sampler_name="euler")
+    noise = g.add("RandomNoise", (440, 790), size=[260, 82], noise_seed=42)
+    no_noise = g.add("DisableNoise", (440, 920), size=[200, 30])
+    first = g.add("EmptySD3LatentImage", (440, 1000), width=MANUAL_STEPS[0][0], height=MANUAL_STEPS[0][0],
                   batch_size=1)
     previous = None
     x = 900

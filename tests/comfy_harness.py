@@ -91,10 +91,11 @@ class ComfyServer:
             (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, timeout: float = 180.0):
-        cmd = [sys.executable, str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port",
-               str(self.port), "--base-directory", str(self.base_dir), "--disable-auto-launch", "--disable-api-nodes",
-               "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"]
+    def start(self, timeout: float = 180.0, cpu: bool = True):
+        """cpu=False lets ComfyUI use a GPU (the demo with real models); the tests always run on the CPU."""
+        cmd = [sys.executable, str(self.comfy_dir / "main.py"), *(["--cpu"] if cpu else []), "--listen", "127.0.0.1",
+               "--port", str(self.port), "--base-directory", str(self.base_dir), "--disable-auto-launch",
+               "--disable-api-nodes", "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"]
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})

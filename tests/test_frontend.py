@@ -1,0 +1,121 @@
+"""The shipped workflows in the real ComfyUI frontend (headless Chromium driven by Playwright), and the node help
+pages the frontend shows.
+
+Runs its own ComfyUI server rather than the session's `comfy`, because it puts placeholder model files under the
+workflows' real file names into the models folders (so that no "missing models" error is expected) and stores
+frontend settings; neither may leak into other tests. Screenshots go to tests/artifacts/ (git-ignored).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfy_harness import ComfyServer
+from frontend_harness import CHROMIUM, QUIET_SETTINGS, Frontend, launch_chromium
+from tiny_workflows import WORKFLOWS, load
+from workflow_to_api import FRONTEND_ONLY, to_api
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+PACK = "swd-comfyui"  # the pack's folder name under custom_nodes in the test server
+PACK_NODES = ["SwDKSampler", "SwDSchedule", "SwDSampler", "SwDLatentUpscaleRenoise", "SwDLoraLoader"]
+
+
+def model_files(name: str) -> dict[str, str]:
+    """file name -> models folder of every file the workflow's nodes name in properties.models."""
+    return {m["name"]: m["directory"] for n in load(name)["nodes"] for m in n.get("properties", {}).get("models", [])}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium at /usr/bin/chromium: "
+                    "apt-get update && apt-get install -y chromium  (.ci/run installs it)")
+    srv = ComfyServer(tmp_path_factory.mktemp("frontend"))
+    srv.prepare()
+    srv.start()
+    srv.request("/settings", QUIET_SETTINGS)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with launch_chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def frontend(browser, server):
+    fe = Frontend(browser, server)
+    yield fe
+    fe.context.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_without_the_model_files_the_frontend_lists_exactly_the_missing_models_and_no_missing_node(name, frontend):
+    frontend.reload()
+    frontend.open(load(name), name)
+    files = model_files(name)
+    frontend.page.get_by_text("View details").first.click(timeout=10_000)
+    frontend.page.get_by_text("Missing Models").first.wait_for(timeout=10_000)
+    text = frontend.text()
+    assert "Missing Node" not in text
+    assert f"{len(files)} errors found" in text or f"{len(files)}\nErrors detected" in text
+    for file in files:
+        assert file in text
+    assert frontend.page_errors == []
+
+
+@pytest.fixture(scope="module")
+def with_model_files(server, frontend):
+    """Zero-byte placeholders for every file the workflows load; the page reloads to see the new combo options."""
+    for name in NAMES:
+        for file, folder in model_files(name).items():
+            path = server.models_dir / folder / file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    server.request("/settings", QUIET_SETTINGS)  # "View details" above opened the side panel, a stored setting
+    frontend.reload()
+    return frontend
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_opens_without_any_error_and_round_trips(name, with_model_files, server):
+    fe = with_model_files
+    workflow = load(name)
+    fe.open(workflow, name)
+    ARTIFACTS.mkdir(exist_ok=True)
+    fe.screenshot(ARTIFACTS / f"{name}.png")
+    assert fe.visible_dialogs() == []
+    assert "errors found" not in fe.text() and "Missing Node" not in fe.text()
+    assert fe.page_errors == []
+
+    graph = fe.page.evaluate("() => app.graph.serialize()")
+    loaded = {n["id"]: n for n in graph["nodes"]}
+    for node in workflow["nodes"]:
+        assert loaded[node["id"]]["type"] == node["type"]
+        assert loaded[node["id"]].get("widgets_values") == node["widgets_values"], f"node {node['id']} {node['type']}"
+    assert sorted(map(tuple, graph["links"])) == sorted(map(tuple, workflow["links"]))
+
+    queued = fe.page.evaluate("async () => (await app.graphToPrompt()).output")
+    ours = to_api(workflow, server.object_info())
+    assert {k: (v["class_type"], v["inputs"]) for k, v in queued.items()} == \
+           {k: (v["class_type"], v["inputs"]) for k, v in ours.items()}
+    assert {str(n["id"]) for n in workflow["nodes"] if n["type"] not in FRONTEND_ONLY} == set(queued)
+
+
+@pytest.mark.parametrize("node", PACK_NODES)
+def test_every_pack_node_has_a_help_page_where_the_frontend_looks(node, frontend, server):
+    """The frontend fetches a custom node's help from /extensions/<pack folder>/docs/<node>.md (after a per-locale
+    <node>/<locale>.md); the pack serves web/ there through WEB_DIRECTORY."""
+    assert server.object_info(node)[node]["python_module"] == f"custom_nodes.{PACK}"
+    got = frontend.page.evaluate("""async url => { const r = await fetch(url);
+        return [r.status, r.headers.get('content-type') || '', await r.text()]; }""", f"/extensions/{PACK}/docs/{node}.md")
+    status, content_type, text = got
+    assert status == 200 and "html" not in content_type
+    display = server.object_info(node)[node]["display_name"]
+    assert text.startswith(f"# {display}\n")
+    for name in server.object_info(node)[node]["input_order"].get("required", []):
+        assert name in text, f"{node}.md does not explain the input {name!r}"
