@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/build_workflows.py                       # starts ComfyUI once to read /object_info
     .venv/bin/python scripts/build_workflows.py --object-info oi.json # or reads a saved /object_info
+    .venv/bin/python scripts/build_workflows.py --thumbnails          # also draws workflows/<name>.jpg
 
 The graphs below name widgets by input name; the layout of `inputs` and `widgets_values` (including the extra
 "fixed"/"randomize" entry after a seed with control_after_generate) comes from the live /object_info, so the
@@ -11,6 +12,7 @@ against /object_info independently of this script.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -466,11 +468,47 @@ def live_object_info() -> dict:
         server.stop()
 
 
+def thumbnails(names: list[str], out: Path):
+    """<name>.jpg next to each workflow: the graph as the frontend draws it (the template browser shows these)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from comfy_harness import ComfyServer
+    from frontend_harness import QUIET_SETTINGS, Frontend, launch_chromium
+    from PIL import Image, ImageChops
+    workflows = {n: json.loads((out / f"{n}.json").read_text()) for n in names}
+    server = ComfyServer(Path(tempfile.mkdtemp(prefix="swd-thumbs-")))
+    server.prepare()
+    for wf in workflows.values():  # placeholders, so that no loader is drawn as missing its file
+        for node in wf["nodes"]:
+            for m in node.get("properties", {}).get("models", []):
+                (server.models_dir / m["directory"]).mkdir(parents=True, exist_ok=True)
+                (server.models_dir / m["directory"] / m["name"]).touch()
+    server.start()
+    try:
+        server.request("/settings", QUIET_SETTINGS)
+        with launch_chromium() as browser:
+            fe = Frontend(browser, server)
+            fe.page.set_viewport_size({"width": 1200, "height": 800})
+            fe.page.evaluate("() => app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
+            for name, wf in workflows.items():
+                fe.open(wf, name)
+                fe.fit_view()
+                shot = Image.open(io.BytesIO(fe.page.screenshot())).convert("RGB").crop((0, 50, 1200, 720))
+                background = Image.new("RGB", shot.size, shot.getpixel((2, 2)))
+                left, top, right, bottom = ImageChops.difference(shot, background).getbbox()
+                shot.crop((max(left - 16, 0), max(top - 16, 0), right + 16, bottom + 16)).save(
+                    out / f"{name}.jpg", quality=75)
+                print(f"wrote {out / f'{name}.jpg'}")
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--object-info", type=Path, help="a saved /object_info JSON instead of starting ComfyUI")
     parser.add_argument("--save-object-info", type=Path, help="also write the /object_info used to this file")
     parser.add_argument("--out", type=Path, default=OUT, help="folder to write to (default: workflows/)")
+    parser.add_argument("--thumbnails", action="store_true",
+                        help="also draw <name>.jpg of each workflow in the real frontend (headless Chromium)")
     args = parser.parse_args()
     oi = json.loads(args.object_info.read_text()) if args.object_info else live_object_info()
     if args.save_object_info:
@@ -480,6 +518,8 @@ def main():
         path = args.out / f"{name}.json"
         path.write_text(json.dumps(graph.to_json(), indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {path}")
+    if args.thumbnails:
+        thumbnails(list(build(oi)), args.out)
 
 
 if __name__ == "__main__":

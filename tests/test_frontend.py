@@ -7,6 +7,7 @@ frontend settings; neither may leak into other tests. Screenshots go to tests/ar
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,16 +107,44 @@ def test_workflow_opens_without_any_error_and_round_trips(name, with_model_files
     assert {str(n["id"]) for n in workflow["nodes"] if n["type"] not in FRONTEND_ONLY} == set(queued)
 
 
+def _plain(markdown_line: str) -> str:
+    """The text a markdown line renders to (links, emphasis and code marks removed)."""
+    return re.sub(r"[*`]", "", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", markdown_line))
+
+
 @pytest.mark.parametrize("node", PACK_NODES)
-def test_every_pack_node_has_a_help_page_where_the_frontend_looks(node, frontend, server):
+def test_every_pack_node_has_a_help_page_that_the_frontend_shows(node, frontend, server):
     """The frontend fetches a custom node's help from /extensions/<pack folder>/docs/<node>.md (after a per-locale
-    <node>/<locale>.md); the pack serves web/ there through WEB_DIRECTORY."""
-    assert server.object_info(node)[node]["python_module"] == f"custom_nodes.{PACK}"
-    got = frontend.page.evaluate("""async url => { const r = await fetch(url);
+    <node>/<locale>.md) and shows it in the side panel's Info tab; the pack serves web/ through WEB_DIRECTORY."""
+    info = server.object_info(node)[node]
+    assert info["python_module"] == f"custom_nodes.{PACK}"
+    status, content_type, text = frontend.page.evaluate("""async url => { const r = await fetch(url);
         return [r.status, r.headers.get('content-type') || '', await r.text()]; }""", f"/extensions/{PACK}/docs/{node}.md")
-    status, content_type, text = got
     assert status == 200 and "html" not in content_type
-    display = server.object_info(node)[node]["display_name"]
-    assert text.startswith(f"# {display}\n")
-    for name in server.object_info(node)[node]["input_order"].get("required", []):
-        assert name in text, f"{node}.md does not explain the input {name!r}"
+    assert text.startswith(f"# {info['display_name']}\n")
+    for name in info["input_order"].get("required", []) + info["input_order"].get("optional", []):
+        assert f"| {name}" in text or f"{name} /" in text or f"/ {name}" in text, f"{node}.md: input {name!r} unexplained"
+
+    name = next(n for n in NAMES if any(x["type"] == node for x in load(n)["nodes"]))
+    frontend.reload()
+    frontend.open(load(name), name)
+    node_id = next(x["id"] for x in load(name)["nodes"] if x["type"] == node)
+    frontend.page.evaluate("id => app.canvas.selectNode(app.graph.getNodeById(id))", node_id)
+    frontend.page.evaluate("() => app.extensionManager.setting.set('Comfy.RightSidePanel.IsOpen', true)")
+    frontend.page.get_by_role("tab", name="Info").first.click(timeout=10_000)
+    first_paragraph = _plain(text.split("\n\n")[1].splitlines()[0])[:40]
+    frontend.page.get_by_text(first_paragraph).first.wait_for(timeout=10_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    frontend.page.screenshot(path=str(ARTIFACTS / f"help_{node}.png"))
+    frontend.page.evaluate("() => app.extensionManager.setting.set('Comfy.RightSidePanel.IsOpen', false)")
+
+
+def test_the_workflows_are_offered_as_templates_with_thumbnails(server):
+    """ComfyUI serves a pack's workflows/ folder as templates; the frontend shows <name>.jpg as the card image."""
+    import urllib.request
+    listed = server.get("/workflow_templates")
+    assert sorted(listed[PACK]) == NAMES
+    for name in NAMES:
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{PACK}/{name}.jpg", timeout=30) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg"
+        assert server.get(f"/api/workflow_templates/{PACK}/{name}.json") == load(name)
