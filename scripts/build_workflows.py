@@ -20,6 +20,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from swd_sampler.schedule import PRESETS, step_sizes  # noqa: E402
 OUT = REPO / "workflows"
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -309,7 +312,8 @@ def build(oi: dict) -> dict[str, Graph]:
         oi, "swd_sd35_medium_1344x768", SD35_MEDIUM, LORA["medium6"], "SD3.5 Medium · 6 steps", 1344, 768,
         "SD3.5 Medium · SwD 6 steps · 1344×768 (non-square)",
         medium_models + "\n\nEvery step keeps the final aspect ratio: with 1344×768 the six steps run at "
-                        "336×192, 504×288, 672×384, 840×480, 1008×576 and 1344×768 px.")
+                        + ", ".join(f"{w * 8}×{h * 8}" for h, w in step_sizes(PRESETS["SD3.5 Medium · 6 steps"].scales,
+                                                                              768 // 8, 1344 // 8, 2)) + " px.")
     graphs["swd_sd35_large_4steps"] = sd35_txt2img(
         oi, "swd_sd35_large_4steps", SD35_LARGE, LORA["large4"], "SD3.5 Large · 4 steps", 1024, 1024,
         "SD3.5 Large · SwD 4 steps · 1024×1024",

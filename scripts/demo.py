@@ -147,6 +147,8 @@ def main():
         lora = real["lora"]  # keep its name (and folder, for adapter_model.safetensors): the loader reads the preset from it
         lora_name = f"{lora.parent.name}/{lora.name}" if lora.name == "adapter_model.safetensors" else lora.name
         link(lora, server.models_dir / "loras" / lora_name)
+        if (lora.parent / "adapter_config.json").exists():  # PEFT's alpha, read by the loader from beside the file
+            link(lora.parent / "adapter_config.json", (server.models_dir / "loras" / lora_name).parent / "adapter_config.json")
 
     print(f"Starting ComfyUI ({'CPU' if cpu else 'GPU'}) ...", flush=True)
     server.start(cpu=cpu)
