@@ -173,7 +173,8 @@ class SwDSampler(io.ComfyNode):
             inputs=[SwDScales.Input("scales", tooltip="From SwD Schedule."),
                     io.Combo.Input("upscale_method", options=UPSCALE_METHODS, default=DEFAULT_UPSCALE_METHOD,
                                    tooltip=TIPS["upscale_method"])],
-            outputs=[io.Sampler.Output()],
+            outputs=[io.Sampler.Output(tooltip="For SamplerCustom / SamplerCustomAdvanced, with SwD Schedule's "
+                                                "SIGMAS and the final-size latent.")],
         )
 
     @classmethod

@@ -61,8 +61,7 @@ def find_real_models() -> dict | None:
         return None
     folders = [Path(p) for p in [os.environ.get("SWD_TEXT_ENCODERS")] if p] + [models / "text_encoders", models / "clip"]
     encoders = [next((f / name for f in folders if (f / name).exists()), None) for name in TEXT_ENCODERS]
-    missing = [f"SWD_CHECKPOINT ({ckpt})" for _ in [0] if not ckpt.exists()]
-    missing += [f"SWD_LORA ({lora})" for _ in [0] if not lora.exists()]
+    missing = [f"{var} ({path})" for var, path in (("SWD_CHECKPOINT", ckpt), ("SWD_LORA", lora)) if not path.exists()]
     missing += [f"{name} (looked in {', '.join(map(str, folders))})" for name, p in zip(TEXT_ENCODERS, encoders) if p is None]
     if missing:
         sys.exit("make demo: real models requested but not found:\n  " + "\n  ".join(missing)
