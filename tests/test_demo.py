@@ -1,4 +1,5 @@
-"""`make demo` (scripts/demo.py) end to end with tiny models: outputs, the timing table, the time budget."""
+"""`make demo` (scripts/demo.py) end to end with tiny models: outputs and the timing table (its wall time is printed,
+not asserted: timings are figures, never test conditions)."""
 import json
 import os
 import subprocess
@@ -34,4 +35,4 @@ def test_demo_runs_the_sd35_workflow_on_tiny_models_and_reports_images_and_timin
         assert str(tmp_path / f"swd_scale_{i}_{w}x{h}.png") in out
     with Image.open(tmp_path / "ksampler_full_res.png") as im:
         assert im.size == (512, 512)
-    assert elapsed < 180, f"the demo took {elapsed:.0f} s; the budget is 3 min on 2 cores"
+    print(f"make demo took {elapsed:.0f} s (budget: 3 min after setup; reported, never asserted)")
