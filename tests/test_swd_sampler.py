@@ -139,6 +139,24 @@ def test_eps_model_runs_the_sdxl_preset_at_ddpm_timesteps(comfy):
     assert [c["sigma"] for c in calls] == pytest.approx([float(ddpm_sigma[t]) for t in (999, 800, 600, 400)], rel=1e-4)
 
 
+def test_sdxl_size_conditioning_describes_the_final_size_at_every_scale(comfy):
+    comfy.run(swd_prompt("sdxl", "SDXL · 4 steps", width=256, height=192, call_log="y_swd.jsonl", tag="y_swd"))
+    swd_y = [c["y_size"] for c in read_calls(comfy, "y_swd.jsonl")]
+
+    def stock_y(width, height, name):
+        nodes, model = model_nodes("sdxl", name)
+        comfy.run({**nodes, **cond_nodes("sdxl"), "latent": empty_latent("sdxl", width, height),
+                   "ks": {"class_type": "KSampler", "inputs": {
+                       "model": model, "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+                       "seed": 1, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                       "denoise": 1.0}},
+                   "save": save_latent(["ks", 0], name)})
+        return read_calls(comfy, name)[0]["y_size"]
+
+    assert len(swd_y) == 4 and all(y == stock_y(256, 192, "y_final.jsonl") for y in swd_y)
+    assert swd_y[0] != stock_y(128, 96, "y_first_scale.jsonl")
+
+
 @pytest.mark.parametrize("shift_node, family", [("ModelSamplingSD3", "sd3"), ("ModelSamplingFlux", "flux")])
 def test_timestep_shift_nodes_do_not_change_the_result(comfy, shift_node, family):
     preset = "FLUX.1-dev · 4 steps" if family == "flux" else "SD3.5 Medium · 4 steps"

@@ -81,8 +81,9 @@ class SwDTestConditioning:
 
 class SwDTestCallLog:
     """Wraps the model so that every diffusion-model call is logged to output/<filename> as JSON lines:
-    the input shape, the sigma (ComfyUI passes sigma here; the model converts it to its timestep) and how many
-    conditionings (cond/uncond passes) were batched into the call."""
+    the input shape, the sigma (ComfyUI passes sigma here; the model converts it to its timestep), how many
+    conditionings (cond/uncond passes) were batched into the call and, for models with a vector conditioning "y"
+    (SDXL's pooled text + size embeddings), its last 1536 values (SDXL's six size embeddings) of the first row."""
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "filename": ("STRING", {"default": "calls.jsonl"})}}
@@ -96,9 +97,11 @@ class SwDTestCallLog:
 
         def wrapper(apply_model, args):
             x, t = args["input"], args["timestep"]
+            entry = {"shape": list(x.shape), "sigma": float(t.flatten()[0]), "passes": len(args["cond_or_uncond"])}
+            if args["c"].get("y") is not None:
+                entry["y_size"] = args["c"]["y"][0, -1536:].tolist()
             with open(path, "a") as f:
-                f.write(json.dumps({"shape": list(x.shape), "sigma": float(t.flatten()[0]),
-                                    "passes": len(args["cond_or_uncond"])}) + "\n")
+                f.write(json.dumps(entry) + "\n")
             return apply_model(x, t, **args["c"])
 
         m = model.clone()
