@@ -20,8 +20,8 @@ from comfy_api.latest import io
 
 from ..swd_sampler.lora import Architecture, LoraError, check_architecture, plan_patches, read_lora
 from ..swd_sampler.schedule import CUSTOM, PRESET_NAMES
+from .sampler import CATEGORY
 
-CATEGORY = "sampling/swd"
 PREFIX = "diffusion_model."
 
 
