@@ -120,16 +120,14 @@ class SwDKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, preset, scales, sigmas, cfg,
                 upscale_method) -> io.NodeOutput:
-        if "noise_mask" in latent_image:
-            raise ValueError("SwDKSampler: latent_image carries a noise mask (inpainting), which scale-wise sampling "
-                             "cannot honour. Use an empty latent of the final size.")
         scale_list, sigma_list = resolve(preset, scales, sigmas)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         model_sigma = model_sigmas(model.get_model_object("model_sampling"), sigma_list)
         callback = latent_preview.prepare_callback(model, len(scale_list))
         samples = comfy.sample.sample_custom(
             model, torch.zeros_like(latent), cfg, swd_ksampler(scale_list, upscale_method), model_sigma, positive,
-            negative, latent, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+            negative, latent, noise_mask=latent_image.get("noise_mask"), callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         out = latent_image.copy()
         out["samples"] = samples
         return io.NodeOutput(out)

@@ -1,15 +1,13 @@
 """Small API-format prompt builders shared by the integration tests."""
 from __future__ import annotations
 
-# Conditioning widths of the tiny models (tests/tiny_models.py and the test-only SDXL UNet).
-COND = {"sd3": (64, 32), "flux": (64, 32), "sdxl": (64, 1280)}
-UNET_FILE = {"sd3": "tiny_sd3.safetensors", "flux": "tiny_flux.safetensors"}
+from tiny_models import COND, UNET_FILE
 
 
 def model_nodes(family: str, call_log: str | None = None) -> tuple[dict, list]:
     """Nodes that load the tiny model of `family`; returns (nodes, [node_id, slot] of the MODEL)."""
     if family == "sdxl":
-        nodes = {"model": {"class_type": "SwDTestTinySDXL", "inputs": {"seed": 2}}}
+        nodes = {"model": {"class_type": "SwDTestTinyUNet", "inputs": {"family": "sdxl", "tag": ""}}}
     else:
         nodes = {"model": {"class_type": "UNETLoader", "inputs": {"unet_name": UNET_FILE[family],
                                                                     "weight_dtype": "default"}}}

@@ -4,7 +4,8 @@
 
 writes OUT_DIR/tiny_sd3.safetensors (2-block MMDiT, hidden 128: detected as SD3 by UNETLoader) and
 OUT_DIR/tiny_flux.safetensors (1 double + 1 single block, hidden 128 = one 128-wide head: detected as FLUX.1-dev).
-The conditioning sizes are small and fixed here; tests/comfy_test_nodes builds matching conditionings.
+The conditioning sizes are small and fixed here (COND, also for the test-only SDXL UNet); the test-only nodes and
+tests/graphs.py build matching conditionings from them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from safetensors.torch import save_file
 
 SD3_CONTEXT, SD3_POOLED = 64, 32  # context embedder in-features, pooled (adm) width
 FLUX_CONTEXT, FLUX_POOLED = 64, 32
+SDXL_CONTEXT, SDXL_POOLED = 64, 1280  # the test-only SDXL UNet (tests/comfy_test_nodes): SDXL's adm needs 1280
+COND = {"sd3": (SD3_CONTEXT, SD3_POOLED), "flux": (FLUX_CONTEXT, FLUX_POOLED), "sdxl": (SDXL_CONTEXT, SDXL_POOLED)}
+UNET_FILE = {"sd3": "tiny_sd3.safetensors", "flux": "tiny_flux.safetensors"}
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
@@ -54,8 +58,8 @@ def main(out_dir: str) -> None:
     from comfy.cli_args import args
     args.cpu = True  # before comfy.model_management is imported: no CUDA probe
     os.makedirs(out_dir, exist_ok=True)
-    for name, build in (("tiny_sd3", build_sd3), ("tiny_flux", build_flux)):
-        path = os.path.join(out_dir, f"{name}.safetensors")
+    for family, build in (("sd3", build_sd3), ("flux", build_flux)):
+        path = os.path.join(out_dir, UNET_FILE[family])
         if not os.path.exists(path):
             save_file(build(), path)
 

@@ -2,20 +2,27 @@
 
 Loaded by the test server from its temporary custom_nodes folder next to the pack itself.
 """
+import itertools
 import json
 import os
+import sys
+import zlib
 
 import torch
+from safetensors.torch import save_file
 
 import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models
 import folder_paths
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # tests/, for tiny_models
+from tiny_models import COND, SDXL_CONTEXT, UNET_FILE  # noqa: E402
+
 SDXL_TINY_UNET = {
     "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32,
     "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_middle": 1,
-    "transformer_depth_output": [0, 0, 1, 1], "use_linear_in_transformer": True, "context_dim": 64,
+    "transformer_depth_output": [0, 0, 1, 1], "use_linear_in_transformer": True, "context_dim": SDXL_CONTEXT,
     "num_head_channels": 32, "adm_in_channels": 2816, "use_spatial_transformer": True, "legacy": False,
     "num_classes": "sequential", "use_temporal_attention": False, "use_temporal_resblock": False,
 }
@@ -31,11 +38,6 @@ def _seeded_(module, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
-def tiny_sdxl_state_dict(seed=2):
-    """The diffusion_model state dict of the tiny SDXL-architecture UNet (for LoRA tests)."""
-    return build_tiny_sdxl(seed).model.diffusion_model.state_dict()
-
-
 def build_tiny_sdxl(seed=2):
     config = comfy.supported_models.SDXL(dict(SDXL_TINY_UNET))
     config.set_inference_dtype(torch.float32, None)
@@ -43,19 +45,6 @@ def build_tiny_sdxl(seed=2):
     _seeded_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
                                             comfy.model_management.unet_offload_device())
-
-
-class SwDTestTinySDXL:
-    """An eps-prediction UNet of ComfyUI's SDXL class (SDXL detection only recognises full-size files)."""
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 2, "min": 0, "max": 2**31})}}
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "load"
-    CATEGORY = "testing/swd"
-
-    def load(self, seed):
-        return (build_tiny_sdxl(seed),)
 
 
 class SwDTestConditioning:
@@ -120,15 +109,11 @@ class SwDTestDumpWeights:
     CATEGORY = "testing/swd"
 
     def dump(self, model, filename):
-        from safetensors.torch import save_file
         comfy.model_management.load_models_gpu([model], force_full_load=True)
         sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone()
               for k, v in model.model.diffusion_model.state_dict().items()}
         save_file(sd, os.path.join(folder_paths.get_output_directory(), filename))
         return {"ui": {"text": [filename]}}
-
-
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (SwDTestTinySDXL, SwDTestConditioning, SwDTestCallLog, SwDTestDumpWeights)}
 
 
 class SwDTestCaptureCalls:
@@ -142,9 +127,6 @@ class SwDTestCaptureCalls:
     CATEGORY = "testing/swd"
 
     def wrap(self, model, prefix):
-        import itertools
-
-        from safetensors.torch import save_file
         calls = itertools.count()
 
         def wrapper(apply_model, args):
@@ -159,28 +141,21 @@ class SwDTestCaptureCalls:
         return (m,)
 
 
-NODE_CLASS_MAPPINGS["SwDTestCaptureCalls"] = SwDTestCaptureCalls
-
-
 # Stand-ins for the loaders of the shipped workflows (tests/test_workflows.py and `make demo` swap them in).
 # Every one takes a `tag` that only enters ComfyUI's cache key, so that each workflow run executes its own chain.
-TINY_FAMILIES = ["sd3", "flux", "sdxl"]
-TINY_COND = {"sd3": (64, 32), "flux": (64, 32), "sdxl": (64, 1280)}  # (context, pooled) widths of the tiny models
 TINY_LATENT_CHANNELS = {"sd3": 16, "flux": 16, "sdxl": 4}
-TINY_UNET_FILE = {"sd3": "tiny_sd3.safetensors", "flux": "tiny_flux.safetensors"}
 
 
 class _TinyCLIP:
     """Duck-types comfy.sd.CLIP for the stock CLIPTextEncode: each text gives its own seeded conditioning."""
 
     def __init__(self, family):
-        self.context_dim, self.pooled_dim = TINY_COND[family]
+        self.context_dim, self.pooled_dim = COND[family]
 
     def tokenize(self, text, **kwargs):
         return {"text": text}
 
     def encode_from_tokens_scheduled(self, tokens, unprojected=False, add_dict=None, show_pbar=True):
-        import zlib
         g = torch.Generator().manual_seed(zlib.crc32(tokens["text"].encode()))
         cond = torch.randn((1, 8, self.context_dim), generator=g)
         pooled = torch.randn((1, self.pooled_dim), generator=g)
@@ -206,11 +181,11 @@ def _tiny_model(family):
     if family == "sdxl":
         return build_tiny_sdxl()
     import comfy.sd
-    return comfy.sd.load_diffusion_model(folder_paths.get_full_path_or_raise("diffusion_models", TINY_UNET_FILE[family]))
+    return comfy.sd.load_diffusion_model(folder_paths.get_full_path_or_raise("diffusion_models", UNET_FILE[family]))
 
 
 def _family_inputs():
-    return {"family": (TINY_FAMILIES,), "tag": ("STRING", {"default": ""})}
+    return {"family": (list(COND),), "tag": ("STRING", {"default": ""})}
 
 
 class SwDTestTinyCheckpoint:
@@ -265,10 +240,6 @@ class SwDTestTinyVAE:
         return (build_tiny_vae(family),)
 
 
-NODE_CLASS_MAPPINGS.update({c.__name__: c for c in (SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP,
-                                                    SwDTestTinyVAE)})
-
-
 class SwDTestShowValue:
     """Shows any linked value (a STRING or COMBO output such as SwDLoraLoader's preset) as UI text."""
     @classmethod
@@ -283,4 +254,6 @@ class SwDTestShowValue:
         return {"ui": {"text": [str(value)]}}
 
 
-NODE_CLASS_MAPPINGS["SwDTestShowValue"] = SwDTestShowValue
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
+    SwDTestConditioning, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights, SwDTestTinyCheckpoint,
+    SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)}
