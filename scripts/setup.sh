@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent environment setup for swd-comfyui: .venv (Python 3.11), torch, ComfyUI 0.30.0 and its requirements,
+# Idempotent environment setup for swd-comfyui (progress on stderr, so that `make -s bench` prints pure JSON):
+# .venv (Python 3.11), torch, ComfyUI 0.30.0 and its requirements,
 # the pack linked into ComfyUI's custom_nodes. Each step leaves a stamp; a second run skips finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
 # 2.11.0 is pure Python against torch's public API, so it is installed without its torch==2.11 pin.
 TORCHAUDIO_PIN="torchaudio==2.11.0"
 
-step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 fail() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 stamp_ok() { [ -f "$CACHE/stamps/$1" ] && [ "$(cat "$CACHE/stamps/$1")" = "$2" ]; }
 stamp_set() { mkdir -p "$CACHE/stamps"; echo "$2" > "$CACHE/stamps/$1"; }
