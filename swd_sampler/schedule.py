@@ -21,7 +21,7 @@ class Preset:
     name: str
     scales: tuple[float, ...]
     sigmas: tuple[float, ...]
-    lora: str  # Hugging Face repository of the released LoRA
+    lora: str  # Hugging Face repository of the released LoRA (the tiny family's: its file name in the pack)
     family: str  # "flow" (SD3.5, FLUX) or "eps" (SDXL: sigmas are DDPM times t = s * 1000)
     guidance: float | None = None  # FLUX guidance the LoRA was distilled for
 
@@ -39,6 +39,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("FLUX.1-dev · 4 steps", (64, 80, 96, 128), (1.0, 0.8956, 0.7363, 0.6007, 0.0), "yresearch/swd_flux",
            "flow", guidance=4.5),
     Preset("SDXL · 4 steps", (64, 80, 96, 128), (1.0, 0.8, 0.6, 0.4, 0.0), "yresearch/swd-sdxl", "eps"),
+    # The pack's own tiny family (swd_distill/, models/): the 4-step schedule at a native 16x16 latent (128 px).
+    Preset("Tiny demo · 4 steps", (8, 10, 12, 16), (1.0, 0.8959, 0.7371, 0.6022, 0.0), "swd-comfyui/swd-tiny-4-steps",
+           "flow"),
 )}
 DEFAULT_PRESET = "SD3.5 Medium · 6 steps"
 PRESET_NAMES = [*PRESETS, CUSTOM]
