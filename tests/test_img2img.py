@@ -39,8 +39,8 @@ def test_denoise_one_ignores_the_input_latent_bit_for_bit(comfy):
 
 
 def test_denoise_0_75_runs_the_last_two_steps_from_the_renoised_input(comfy):
-    prompt = img2img_prompt(0.75, call_log="d075.jsonl", tag="d075", seed=31)
-    prompt["capture"] = {"class_type": "SwDTestCaptureCalls", "inputs": {"model": ["calllog", 0], "prefix": "d075"}}
+    prompt = img2img_prompt(0.75, tag="d075", seed=31)
+    prompt["capture"] = {"class_type": "SwDTestCaptureCalls", "inputs": {"model": ["model", 0], "prefix": "d075"}}
     prompt["swd"]["inputs"]["model"] = ["capture", 0]
     result = comfy.run(prompt)
     first = load_file(str(comfy.output_dir / "d075_0.safetensors"))
