@@ -11,7 +11,9 @@ from comfy_api.latest import io
 
 from ..swd_sampler.resize import DEFAULT_UPSCALE_METHOD, UPSCALE_METHODS
 from ..swd_sampler.sampling import sample_scalewise
-from ..swd_sampler.schedule import (DEFAULT_PRESET, PRESET_NAMES, ScheduleError, check_counts, resolve, step_sizes)
+from ..swd_sampler.checks import check_custom_schedule, check_finite, check_latent_channels, check_sampler_sigmas
+from ..swd_sampler.schedule import DEFAULT_PRESET, PRESET_NAMES, ScheduleError, resolve, step_sizes
+from .checks import check_preset_for, check_step_fits
 from .model_info import model_sigmas, patch_size, renoise_with
 
 CATEGORY = "sampling/swd"
@@ -41,6 +43,7 @@ def _validate_schedule(preset, scales, sigmas):
     if preset is None or scales is None or sigmas is None:  # linked inputs are checked when the node runs
         return True
     try:
+        check_custom_schedule(preset, scales, sigmas)
         resolve(preset, scales, sigmas)
     except ScheduleError as e:
         return str(e)
@@ -65,11 +68,15 @@ def _sample_swd(model, noise, sigmas, extra_args=None, callback=None, disable=No
     guider = model.inner_model
     ms = guider.inner_model.model_sampling
     sigmas = [float(s) for s in sigmas]
-    check_counts(scales, sigmas)
+    check_sampler_sigmas(scales, sigmas)
     if sigmas[0] > float(ms.sigma_max) * (1 + 1e-5):
-        raise ScheduleError(f"sigmas start at {sigmas[0]:g}, above this model's largest sigma {float(ms.sigma_max):g}.")
+        raise ScheduleError(f"sigmas start at {sigmas[0]:g}, above this model's largest sigma {float(ms.sigma_max):g}: "
+                            f"connect the SIGMAS of SwD Schedule, which converts the schedule for this model.")
     batch, channels, height, width = noise.shape
+    check_latent_channels(channels, guider.model_patcher.get_model_object("latent_format").latent_channels,
+                          "latent_image")
     sizes = step_sizes(scales, height, width, patch_size(guider.model_patcher))
+    check_step_fits(guider.model_patcher, batch, channels, sizes[-1], noise.device)
     s_in = noise.new_ones([batch])
 
     def denoise(x, sigma):
@@ -120,6 +127,9 @@ class SwDKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, preset, scales, sigmas, cfg,
                 upscale_method) -> io.NodeOutput:
+        check_finite(cfg=cfg)
+        check_custom_schedule(preset, scales, sigmas)
+        check_preset_for(model, preset)
         scale_list, sigma_list = resolve(preset, scales, sigmas)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         model_sigma = model_sigmas(model.get_model_object("model_sampling"), sigma_list)
@@ -155,6 +165,8 @@ class SwDSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, preset, scales, sigmas) -> io.NodeOutput:
+        check_custom_schedule(preset, scales, sigmas)
+        check_preset_for(model, preset)
         scale_list, sigma_list = resolve(preset, scales, sigmas)
         return io.NodeOutput(model_sigmas(model.get_model_object("model_sampling"), sigma_list), scale_list)
 
