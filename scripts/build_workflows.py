@@ -268,7 +268,7 @@ NOTE_COMMON = """
 image at a small size, upscales it (bicubic) and re-noises it for the next, larger step.
 
 **What to change**
-- *Prompt*: the green node. The negative prompt is only used when cfg ≠ 1 (SwD is distilled for cfg 1, which
+- *Prompt*: the green node. The negative prompt is only used when cfg \u2260 1 (SwD is distilled for cfg 1, which
   also halves the work).
 - *Size*: the empty-latent node is the **final** size; the sampler starts smaller by itself. Use multiples of 64 px;
   the preset's scales are relative, so other sizes and aspect ratios work.
@@ -292,13 +292,13 @@ def sd35_txt2img(oi, name, checkpoint, lora, preset, width, height, note_title, 
     g.connect(latent.out(0), sampler, "latent_image")
     connect_preset(g, swd, sampler)
     decode_and_save(g, sampler.out(0), ckpt.out("VAE"), f"swd/{name}", (1280, 120))
-    g.note(f"## {note_title}\n{NOTE_COMMON}\n**Models** (file → ComfyUI/models/…)\n{note_models}", (40, 500),
+    g.note(f"## {note_title}\n{NOTE_COMMON}\n**Models** (file \u2192 ComfyUI/models/\u2026)\n{note_models}", (40, 500),
            [360, 560])
     return g
 
 
 def models_md(*files) -> str:
-    return "\n".join(f"- [{f['name']}]({f['url']}) → `{f['directory']}/`" for f in files)
+    return "\n".join(f"- [{f['name']}]({f['url']}) \u2192 `{f['directory']}/`" for f in files)
 
 
 def build(oi: dict) -> dict[str, Graph]:
@@ -346,7 +346,7 @@ def flux(oi) -> Graph:
     decode_and_save(g, sampler.out(0), vae.out(0), "swd/flux_dev", (1280, 120))
     g.note("## FLUX.1-dev · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
            + "- *FluxGuidance* stays at **4.5**, the guidance the SwD FLUX LoRA was distilled with; cfg stays 1.\n\n"
-           "**Models** (file → ComfyUI/models/…; FLUX.1-dev is gated: accept its license on Hugging Face)\n"
+           "**Models** (file \u2192 ComfyUI/models/\u2026; FLUX.1-dev is gated: accept its license on Hugging Face)\n"
            + models_md(FLUX_DEV, *FLUX_TEXT, FLUX_VAE, LORA["flux"]), (40, 590), [360, 600])
     return g
 
@@ -366,7 +366,7 @@ def sdxl(oi) -> Graph:
     decode_and_save(g, sampler.out(0), ckpt.out("VAE"), "swd/sdxl", (1280, 120))
     g.note("## SDXL · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
            + "- SDXL is an eps-prediction UNet: the preset's sigmas are read as DDPM times, and the latent comes "
-             "from *Empty Latent Image* (4 channels), not the SD3 one.\n\n**Models** (file → ComfyUI/models/…)\n"
+             "from *Empty Latent Image* (4 channels), not the SD3 one.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SDXL_BASE, LORA["sdxl"]), (40, 280), [360, 560])
     return g
 
@@ -399,8 +399,8 @@ def custom_sampler(oi) -> Graph:
            "custom-sampling parts so that it combines with other guiders (e.g. CFGGuider, DualCFGGuider) and noise "
            "nodes.\n\n- **SwD Schedule** gives the sigmas (SIGMAS) and the relative sizes (SCALES) of the preset.\n"
            "- **SwD Sampler** runs the scale-wise loop; connect SCALES to it.\n- The seed comes from *RandomNoise*; "
-           "the latent is the **final** size.\n- A guider with cfg ≠ 1 works but the SwD LoRAs are distilled for "
-           "cfg 1 (BasicGuider).\n\n**Models** (file → ComfyUI/models/…)\n"
+           "the latent is the **final** size.\n- A guider with cfg \u2260 1 works but the SwD LoRAs are distilled for "
+           "cfg 1 (BasicGuider).\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 500), [360, 600])
     return g
 
@@ -430,7 +430,7 @@ def manual_chain(oi) -> Graph:
             latent = first.out(0)
         else:
             renoise = g.add("SwDLatentUpscaleRenoise", (x, 120), size=[320, 260],
-                            title=f"Step {step}: upscale to {px} px, re-noise to σ {sigma:g}",
+                            title=f"Step {step}: upscale to {px} px, re-noise to \u03c3 {sigma:g}",
                             width=px, height=px, sigma=sigma, seed=step)
             g.connect(swd.out("MODEL"), renoise, "model")
             g.connect(previous, renoise, "samples")
@@ -449,13 +449,13 @@ def manual_chain(oi) -> Graph:
                         preview=not last, below=True)
         x += 380
     g.note("## SwD by hand: stock one-step samplers + SwD Latent Upscale + Re-noise\nThe *SD3.5 Medium · 4 steps* "
-           "schedule written out: scales 64, 80, 96, 128 (512 → 1024 px), sigmas 1.0, 0.8959, 0.7371, 0.6022, 0. "
-           "Each column is one SwD step with a preview of its x0.\n\n- One Euler step from σ to 0 returns the "
+           "schedule written out: scales 64, 80, 96, 128 (512 \u2192 1024 px), sigmas 1.0, 0.8959, 0.7371, 0.6022, 0. "
+           "Each column is one SwD step with a preview of its x0.\n\n- One Euler step from \u03c3 to 0 returns the "
            "model's x0 prediction (`denoised_output`).\n- **SwD Latent Upscale + Re-noise** resizes x0 to the next "
-           "size and mixes in fresh noise at the next σ; the next sampler starts at that σ with *DisableNoise*.\n"
-           "- Change the sizes and sigmas together: the σ of a step's ManualSigmas must equal the re-noise σ.\n"
+           "size and mixes in fresh noise at the next \u03c3; the next sampler starts at that \u03c3 with *DisableNoise*.\n"
+           "- Change the sizes and sigmas together: the \u03c3 of a step's ManualSigmas must equal the re-noise \u03c3.\n"
            "- The result is close to, not bit-equal with, *SwD Scale-wise KSampler*: that one draws all noise "
-           "from one seeded generator.\n\n**Models** (file → ComfyUI/models/…)\n"
+           "from one seeded generator.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium4"]), (40, 500), [360, 640])
     return g
 
