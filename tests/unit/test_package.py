@@ -29,6 +29,9 @@ def test_package_zip_holds_exactly_the_listed_files_and_everything_comfyui_needs
     python_of_the_pack = [f for f in tracked if f.endswith(".py") and f.split("/")[0] in ("nodes", "swd_sampler",
                                                                                             "swd_distill")]
     assert set(python_of_the_pack) <= set(shipped)
+    unpicklers = [f for f in shipped if f.endswith(".py") and any(
+        call in (ROOT / f).read_text() for call in ("import pickle", "torch.load(", "pickle.load"))]
+    assert unpicklers == []  # README, Security: no code the pack ships unpickles
 
 
 def test_the_registry_workflow_publishes_on_a_version_bump():
