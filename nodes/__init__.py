@@ -1,6 +1,7 @@
 """ComfyUI V3 nodes of the pack: thin wrappers that translate ComfyUI types and call swd_sampler."""
 from .lora import SwDLoraLoader
 from .sampler import SwDKSampler, SwDSampler, SwDSchedule
+from .tiny import TINY_NODES
 from .upscale_renoise import SwDLatentUpscaleRenoise
 
-NODES = [SwDKSampler, SwDSchedule, SwDSampler, SwDLatentUpscaleRenoise, SwDLoraLoader]
+NODES = [SwDKSampler, SwDSchedule, SwDSampler, SwDLatentUpscaleRenoise, SwDLoraLoader, *TINY_NODES]

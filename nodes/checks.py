@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import comfy.model_management
 
-from ..swd_sampler.checks import (check_latent_channels, check_mask_batch, check_max_size, check_memory,
-                                  check_preset_family)
+from ..swd_sampler.checks import check_latent_channels, check_max_size, check_memory, check_preset_family
+from ..swd_sampler.inpaint import check_mask_batch
 from .model_info import is_flow, patch_size
 
 
@@ -18,8 +18,7 @@ def check_latent_for(model, latent: dict, name: str) -> None:
     samples = latent["samples"]
     check_latent_channels(samples.shape[1], model.get_model_object("latent_format").latent_channels, name)
     if latent.get("noise_mask") is not None:
-        mask = latent["noise_mask"]
-        check_mask_batch(mask.shape[0] if mask.ndim > 2 else 1, samples.shape[0], name)
+        check_mask_batch(latent["noise_mask"], samples.shape[0])
 
 
 def check_step_fits(model, batch: int, channels: int, size: tuple[int, int], device) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swd_sampler.schedule import PRESETS, step_sizes  # noqa: E402
+from swd_sampler.schedule import PRESETS, select_steps, step_sizes  # noqa: E402
 OUT = REPO / "workflows"
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -277,20 +277,32 @@ image at a small size, upscales it (bicubic) and re-noises it for the next, larg
 """
 
 
-def sd35_txt2img(oi, name, checkpoint, lora, preset, width, height, note_title, note_models):
-    g = Graph(oi, name)
+def sd35_models(g: Graph, checkpoint: dict, lora: dict):
+    """Checkpoint, text encoders, SwD LoRA and the two prompts of an SD3.5 workflow: (checkpoint, lora, pos, neg)."""
     ckpt = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[checkpoint],
                  ckpt_name=checkpoint["name"])
     clip = text_encoders(g, "sd3", (40, 280))
     swd = lora_loader(g, ckpt.out("MODEL"), lora, (440, 120))
     pos, neg = prompts(g, clip.out(0), (440, 340))
-    latent = g.add("EmptySD3LatentImage", (440, 760), width=width, height=height, batch_size=1)
-    sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset=preset)
+    return ckpt, swd, pos, neg
+
+
+def swd_ksampler(g: Graph, swd: Node, pos: Node, neg: Node, latent, pos_xy, title=None, **widgets) -> Node:
+    """An SwDKSampler on the LoRA'd model and both prompts, its preset driven by the LoRA loader."""
+    sampler = g.add("SwDKSampler", pos_xy, size=[340, 360], title=title, seed=42, **widgets)
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(pos.out(0), sampler, "positive")
     g.connect(neg.out(0), sampler, "negative")
-    g.connect(latent.out(0), sampler, "latent_image")
+    g.connect(latent, sampler, "latent_image")
     connect_preset(g, swd, sampler)
+    return sampler
+
+
+def sd35_txt2img(oi, name, checkpoint, lora, preset, width, height, note_title, note_models):
+    g = Graph(oi, name)
+    ckpt, swd, pos, neg = sd35_models(g, checkpoint, lora)
+    latent = g.add("EmptySD3LatentImage", (440, 760), width=width, height=height, batch_size=1)
+    sampler = swd_ksampler(g, swd, pos, neg, latent.out(0), (900, 120), preset=preset)
     decode_and_save(g, sampler.out(0), ckpt.out("VAE"), f"swd/{name}", (1280, 120))
     g.note(f"## {note_title}\n{NOTE_COMMON}\n**Models** (file \u2192 ComfyUI/models/\u2026)\n{note_models}", (40, 500),
            [360, 560])
@@ -323,6 +335,9 @@ def build(oi: dict) -> dict[str, Graph]:
     graphs["swd_sdxl"] = sdxl(oi)
     graphs["swd_custom_sampler"] = custom_sampler(oi)
     graphs["swd_manual_chain"] = manual_chain(oi)
+    graphs["swd_img2img"] = img2img(oi)
+    graphs["swd_hires_2x"] = hires_2x(oi)
+    graphs["swd_inpaint"] = inpaint(oi)
     return graphs
 
 
@@ -337,7 +352,7 @@ def flux(oi) -> Graph:
                      title="FluxGuidance (SwD FLUX: 4.5)")
     g.connect(pos.out(0), guidance, "conditioning")
     latent = g.add("EmptySD3LatentImage", (440, 760), width=1024, height=1024, batch_size=1)
-    sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset="FLUX.1-dev · 4 steps")
+    sampler = g.add("SwDKSampler", (900, 120), size=[340, 360], seed=42, preset="FLUX.1-dev · 4 steps")
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(guidance.out(0), sampler, "positive")
     g.connect(neg.out(0), sampler, "negative")
@@ -357,7 +372,7 @@ def sdxl(oi) -> Graph:
     swd = lora_loader(g, ckpt.out("MODEL"), LORA["sdxl"], (440, 120))
     pos, neg = prompts(g, ckpt.out("CLIP"), (440, 340))
     latent = g.add("EmptyLatentImage", (440, 760), width=1024, height=1024, batch_size=1)
-    sampler = g.add("SwDKSampler", (900, 120), size=[340, 330], seed=42, preset="SDXL · 4 steps")
+    sampler = g.add("SwDKSampler", (900, 120), size=[340, 360], seed=42, preset="SDXL · 4 steps")
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(pos.out(0), sampler, "positive")
     g.connect(neg.out(0), sampler, "negative")
@@ -457,6 +472,95 @@ def manual_chain(oi) -> Graph:
            "- The result is close to, not bit-equal with, *SwD Scale-wise KSampler*: that one draws all noise "
            "from one seeded generator.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium4"]), (40, 500), [360, 640])
+    return g
+
+
+MEDIUM6 = PRESETS["SD3.5 Medium · 6 steps"]
+INPUT_IMAGE = "example.png"  # ComfyUI's own input/example.png, as its img2img templates use
+
+
+def steps_md(denoise: float, final_px: int = 1024) -> str:
+    """Which steps of the SD3.5 Medium 6-step preset run at `denoise` for a square final image, in words."""
+    run = select_steps(MEDIUM6.scales, MEDIUM6.sigmas, denoise)
+    sizes = step_sizes(run.scales, final_px // 8, final_px // 8, 2)
+    return (f"denoise {denoise:g} runs {len(sizes)} of 6 steps: "
+            + ", ".join(f"{w * 8} px at \u03c3 {s:g}" for (h, w), s in zip(sizes, run.sigmas)))
+
+
+DENOISE_RULE = ("**denoise**: only the preset's steps whose \u03c3 is at most denoise run, starting from your latent "
+                "resized to the first of them and re-noised to its \u03c3; the final size is always the input's size. "
+                "Lower keeps more of the input.")
+
+
+def load_and_fit_image(g: Graph, pos_xy, size: int = 1024):
+    """LoadImage (with its mask) and ImageScale to size x size, centre-cropped: SD3.5 needs multiples of 16 px."""
+    image = g.add("LoadImage", pos_xy, size=[320, 360], image=INPUT_IMAGE)
+    fit = g.add("ImageScale", (pos_xy[0], pos_xy[1] + 400), size=[320, 130], title=f"Fit to {size}×{size}",
+                upscale_method="lanczos", width=size, height=size, crop="center")
+    g.connect(image.out("IMAGE"), fit, "image")
+    return image, fit
+
+
+def img2img(oi) -> Graph:
+    g = Graph(oi, "swd_img2img")
+    ckpt, swd, pos, neg = sd35_models(g, SD35_MEDIUM, LORA["medium6"])
+    _, fit = load_and_fit_image(g, (40, 820))
+    encode = g.add("VAEEncode", (440, 820), size=[210, 46])
+    g.connect(fit.out(0), encode, "pixels")
+    g.connect(ckpt.out("VAE"), encode, "vae")
+    sampler = swd_ksampler(g, swd, pos, neg, encode.out(0), (900, 120), preset="SD3.5 Medium · 6 steps", denoise=0.8)
+    decode_and_save(g, sampler.out(0), ckpt.out("VAE"), "swd/img2img", (1280, 120))
+    g.note("## SD3.5 Medium · SwD img2img · 1024×1024\nRedraws your image after the prompt, keeping its layout and "
+           f"colours.\n\n- {DENOISE_RULE}\n- **Use 0.8** ({steps_md(0.8)}): the small early steps, which compose "
+           "the image, are skipped, the later ones redraw it. 0.9 changes more (5 steps from 384 px), 0.75 less "
+           f"(2 steps). Below 0.6022 one step at the final size runs.\n- *Load Image*: your picture; *Fit to "
+           "1024×1024* gives SD3.5 a size it can use (multiples of 16 px).\n- The prompt should describe your "
+           "image; cfg stays 1.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
+           + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 1380), [360, 600])
+    return g
+
+
+def hires_2x(oi) -> Graph:
+    g = Graph(oi, "swd_hires_2x")
+    ckpt, swd, pos, neg = sd35_models(g, SD35_MEDIUM, LORA["medium6"])
+    latent = g.add("EmptySD3LatentImage", (440, 760), width=512, height=512, batch_size=1)
+    draft = swd_ksampler(g, swd, pos, neg, latent.out(0), (900, 120), title="Draft: 512×512, all 6 steps",
+                         preset="SD3.5 Medium · 6 steps")
+    decode_and_save(g, draft.out(0), ckpt.out("VAE"), "", (900, 520), preview=True)
+    upscale = g.add("LatentUpscaleBy", (1280, 120), size=[300, 82], upscale_method="bicubic", scale_by=2.0)
+    g.connect(draft.out(0), upscale, "samples")
+    hires = swd_ksampler(g, swd, pos, neg, upscale.out(0), (1280, 260), title="Hires: 1024×1024, the last steps",
+                         preset="SD3.5 Medium · 6 steps", denoise=0.75)
+    decode_and_save(g, hires.out(0), ckpt.out("VAE"), "swd/hires_2x", (1660, 120))
+    g.note("## SD3.5 Medium · SwD hires fix · 512 \u2192 1024 px\nA quick 512×512 draft, upscaled ×2 in latent space "
+           "and finished at 1024×1024 by the last steps of the same preset: SwD's later steps are an upscaler.\n\n"
+           f"- {DENOISE_RULE}\n- **Use 0.6–0.75** on the upscaled latent: {steps_md(0.75)}; {steps_md(0.6)}. "
+           "Higher adds detail and may change the draft; lower keeps it closer.\n- With the 4-step preset "
+           "(SD3.5 Medium/Large · 4 steps: 512, 640, 768, 1024 px) denoise 0.75 runs 768 and 1024 px too, 0.9 runs "
+           "640, 768 and 1024 px.\n- The draft's seed decides the composition; change it on the first sampler.\n\n"
+           "**Models** (file \u2192 ComfyUI/models/\u2026)\n" + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]),
+           (40, 1000), [360, 640])
+    return g
+
+
+def inpaint(oi) -> Graph:
+    g = Graph(oi, "swd_inpaint")
+    ckpt, swd, pos, neg = sd35_models(g, SD35_MEDIUM, LORA["medium6"])
+    image, fit = load_and_fit_image(g, (40, 820))
+    encode = g.add("VAEEncodeForInpaint", (440, 820), size=[260, 100], grow_mask_by=6)
+    g.connect(fit.out(0), encode, "pixels")
+    g.connect(ckpt.out("VAE"), encode, "vae")
+    g.connect(image.out("MASK"), encode, "mask")
+    sampler = swd_ksampler(g, swd, pos, neg, encode.out(0), (900, 120), preset="SD3.5 Medium · 6 steps", denoise=1.0)
+    decode_and_save(g, sampler.out(0), ckpt.out("VAE"), "swd/inpaint", (1280, 120))
+    g.note("## SD3.5 Medium · SwD inpainting · 1024×1024\nRepaints the masked part of your image after the prompt; "
+           "the rest stays as it is (the sampler puts your latent back outside the mask after every step, at every "
+           "scale).\n\n- *Load Image*: right-click \u2192 *Open in MaskEditor* and paint the part to redraw.\n"
+           f"- {DENOISE_RULE}\n- **Use 1.0** with *VAE Encode (for Inpainting)*: it greys out the masked pixels, so "
+           "there is nothing there to keep and all 6 steps compose the new part in context. To keep what is under "
+           "the mask and only change it, use *VAE Encode* + *Set Latent Noise Mask* and denoise 0.6–0.8.\n"
+           "- The prompt describes the whole picture with the new part.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
+           + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 1380), [360, 640])
     return g
 
 

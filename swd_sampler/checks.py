@@ -1,6 +1,5 @@
 """Checks of inputs that no formula of the core owns, for the nodes to call before any work: numbers sent through
-the API (ComfyUI's min/max check lets NaN through), a preset made for another model family, the latent's channels
-and its mask's batch, SwD Sampler's sigmas, a "custom" preset without a schedule, and the memory of the largest
+the API (ComfyUI's min/max check lets NaN through), a preset made for another model family, the latent's channels, SwD Sampler's sigmas, a "custom" preset without a schedule, and the memory of the largest
 step. Each raises an SwDError subclass whose message names the input and the fix."""
 from __future__ import annotations
 
@@ -65,13 +64,6 @@ def check_latent_channels(channels: int, expected: int, name: str) -> None:
             f"{name} has {channels} channels but this model's latents have {expected}: it was made for another "
             f"model family. Make the latent with this model's empty latent node (EmptySD3LatentImage for SD3.5 and "
             f"FLUX, EmptyLatentImage for SDXL) or encode the image with this model's VAE.")
-
-
-def check_mask_batch(mask_batch: int, batch: int, name: str) -> None:
-    """A noise mask has one entry, or one per latent of the batch."""
-    if mask_batch not in (1, batch):
-        raise InputError(f"the noise mask of {name} has a batch of {mask_batch} but the latent has {batch}: give one "
-                         f"mask for all, or one per latent (SetLatentNoiseMask with a mask batch of {batch}).")
 
 
 def check_memory(needed: float, free: float, size: tuple[int, int], batch: int, device: str) -> None:

@@ -89,7 +89,8 @@ class LoraModule:
         return self.up.shape[0], math.prod(self.down.shape[1:])
 
 
-_RELEASED = {("sd3", 1536): "SD3/SD3.5 Medium", ("sd3", 2432): "SD3.5 Large", ("flux", 3072): "FLUX.1",
+_RELEASED = {("sd3", 128): "the pack's tiny SD3 demo model", ("sd3", 1536): "SD3/SD3.5 Medium",
+             ("sd3", 2432): "SD3.5 Large", ("flux", 3072): "FLUX.1",
              ("unet", 2048): "SDXL", ("unet", 768): "SD1.x", ("unet", 1024): "SD2.x"}
 _FAMILIES = {"sd3": "SD3/SD3.5 (MMDiT)", "flux": "FLUX.1-architecture", "unet": "SD/SDXL UNet"}
 _WIDTH_OF = {"sd3": "hidden size", "flux": "hidden size", "unet": "cross-attention width"}
@@ -399,7 +400,8 @@ class PresetMatch:
 
 
 _RELEASE_MODELS = (("flux", Architecture("flux", 3072)), ("sdxl", Architecture("unet", 2048)),
-                   ("large", Architecture("sd3", 2432)), ("medium", Architecture("sd3", 1536)))
+                   ("large", Architecture("sd3", 2432)), ("medium", Architecture("sd3", 1536)),
+                   ("tiny", Architecture("sd3", 128)))
 
 
 def _release_model(repo: str) -> Architecture | None:
@@ -431,6 +433,9 @@ def recognise_preset(lora_name: str, metadata: Mapping[str, Any] | None = None,
     sources = [(path.name, "the file name"),
                *((part, f"the folder name {part!r}") for part in reversed(path.parts[:-1])),
                *((v, f"the metadata field {k!r}") for k, v in (metadata or {}).items() if isinstance(v, str))]
+    named_preset = (metadata or {}).get("swd_preset")
+    if named_preset in PRESETS:
+        return PresetMatch(named_preset, "from the metadata field 'swd_preset'")
     releases = _releases()
     conflicts = []
     for text, where in sources:

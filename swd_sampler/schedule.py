@@ -5,6 +5,9 @@ A schedule is a pair:
           Given as latent side lengths (the paper's table: 32, 48, ..., 128 for 1024 px) or as fractions ending
           at 1.0. Only the ratios s_i / s_{N-1} matter, so a preset made for 1024 px works at any final size.
   sigmas  1 >= sigma_0 > ... > sigma_N = 0: the noise level before each call, plus the closing 0.
+
+`denoise` (img2img, hires, inpainting) keeps the steps whose sigma is <= denoise and starts from the input latent
+re-noised to the first kept sigma; with no such step it runs one step at the final size at sigma = denoise.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ class Preset:
     name: str
     scales: tuple[float, ...]
     sigmas: tuple[float, ...]
-    lora: str  # Hugging Face repository of the released LoRA
+    lora: str  # Hugging Face repository of the released LoRA (the tiny family's: its file name in the pack)
     family: str  # "flow" (SD3.5, FLUX) or "eps" (SDXL: sigmas are DDPM times t = s * 1000)
     guidance: float | None = None  # FLUX guidance the LoRA was distilled for
 
@@ -42,6 +45,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("FLUX.1-dev · 4 steps", (64, 80, 96, 128), (1.0, 0.8956, 0.7363, 0.6007, 0.0), "yresearch/swd_flux",
            "flow", guidance=4.5),
     Preset("SDXL · 4 steps", (64, 80, 96, 128), (1.0, 0.8, 0.6, 0.4, 0.0), "yresearch/swd-sdxl", "eps"),
+    # The pack's own tiny family (swd_distill/, models/): the 4-step schedule at a native 16x16 latent (128 px).
+    Preset("Tiny demo · 4 steps", (8, 10, 12, 16), (1.0, 0.8959, 0.7371, 0.6022, 0.0), "swd-comfyui/swd-tiny-4-steps",
+           "flow"),
 )}
 DEFAULT_PRESET = "SD3.5 Medium · 6 steps"
 PRESET_NAMES = [*PRESETS, CUSTOM]
@@ -195,3 +201,44 @@ def step_sizes(scales, height: int, width: int, patch: int = 1) -> list[tuple[in
 
     sizes = [(side(height, s), side(width, s)) for s in scales[:-1]]
     return sizes + [(height, width)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """The steps one run takes after `denoise`: scales (one per step), sigmas in SwD's [0, 1] units (one per step plus
+    the closing 0) and whether the run starts from the input latent re-noised to sigmas[0] (img2img) or from pure
+    noise (text-to-image)."""
+    scales: tuple[float, ...]
+    sigmas: tuple[float, ...]
+    from_latent: bool
+
+
+def select_steps(scales, sigmas, denoise: float = 1.0) -> Run:
+    """The steps of a schedule that run for `denoise` in [0, 1].
+
+    1: every step, from pure noise (text-to-image, as without denoise). Below 1: the steps whose sigma is <= denoise,
+    in order, from the input latent; if there is none, one step at the final size at sigma = denoise. 0: no step
+    (the latent is returned unchanged, as ComfyUI's KSampler does). For SDXL the values compared are the preset's
+    0-1 values, before their conversion to DDPM sigmas. Because the sizes are relative to the last scale, the kept
+    steps run at the same sizes as in the full schedule.
+    """
+    if not 0.0 <= denoise <= 1.0:
+        raise ScheduleError(f"denoise must lie in [0, 1] (1 = text-to-image, lower keeps more of the input latent), "
+                            f"got {denoise:g}.")
+    scales, sigmas = tuple(scales), tuple(sigmas)
+    if denoise == 1.0:
+        return Run(scales, sigmas, from_latent=False)
+    if denoise == 0.0:
+        return Run((), (), from_latent=True)
+    first = next((i for i, s in enumerate(sigmas[:-1]) if s <= denoise), None)
+    if first is None:
+        return Run(scales[-1:], (denoise, 0.0), from_latent=True)
+    return Run(scales[first:], sigmas[first:], from_latent=True)
+
+
+def describe(sizes_px, sigmas, total_steps: int, denoise: float) -> str:
+    """One line saying which steps ran: 'SwD ran 2 of 6 steps (denoise 0.75): 768x768 px at sigma 0.7371, ...'."""
+    head = f"SwD ran {len(sizes_px)} of {total_steps} steps (denoise {denoise:g})"
+    if not sizes_px:
+        return head + ": none, the latent is returned unchanged."
+    return head + ": " + ", ".join(f"{w}x{h} px at sigma {s:.4g}" for (h, w), s in zip(sizes_px, sigmas)) + "."

@@ -80,6 +80,10 @@ class ComfyServer:
     def models_dir(self) -> Path:
         return self.base_dir / "models"
 
+    @property
+    def input_dir(self) -> Path:
+        return self.base_dir / "input"
+
     def prepare(self, extra_custom_nodes=()):
         nodes = self.base_dir / "custom_nodes"
         nodes.mkdir(parents=True, exist_ok=True)

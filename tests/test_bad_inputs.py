@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from comfy_harness import PromptError
 from lora_files import lora_pairs, write_peft
 from test_swd_sampler import custom_sampler_prompt, swd_prompt
-from swd_sampler import checks, lora as lora_module, schedule, upscale_renoise  # noqa: F401 (their error types)
+from swd_sampler import checks, inpaint, lora as lora_module, schedule, upscale_renoise  # noqa: F401 (errors)
 from swd_sampler.errors import SwDError
 
 OURS = "ours"  # raised by the pack: an SwDError subclass at execution, or the pack's validate_inputs
@@ -72,8 +72,8 @@ def with_latent(latent_node: dict, family="sd3", preset="SD3.5 Medium · 6 steps
 
 
 def noise_latent(channels, batch=1, width=128, height=128):
-    return {"class_type": "SwDTestNoiseLatent", "inputs": {"channels": channels, "width": width, "height": height,
-                                                             "batch_size": batch, "seed": 3}}
+    return {"class_type": "SwDTestRandomLatent", "inputs": {"channels": channels, "width": width, "height": height,
+                                                              "batch_size": batch, "seed": 3}}
 
 
 def schedule_node(inputs: dict, family="sd3"):
@@ -261,7 +261,7 @@ CASES = [
     Case("upscale sigma 1 on flow", upscale(sigma=1.0), ("sigma 1 re-noises to pure noise", "sigma < 1")),
     Case("upscale sigma above the eps range", upscale("sdxl", sigma=20.0), ("sigma must be in [0, 14.6",)),
     Case("upscale mask batch 3 for 2 latents", upscale(samples=noise_latent(16, batch=2), mask_batch=3),
-         ("noise mask of samples has a batch of 3 but the latent has 2", "one per latent")),
+         ("noise mask has a batch of 3 masks but the latent a batch of 2", "one per image")),
     Case("upscale 4-channel latent on SD3", upscale(samples=noise_latent(4)), ("samples has 4 channels",)),
     # LoRA files
     Case("LoRA zero bytes", lora("bad/zero.safetensors"), ("zero.safetensors is empty", "download the file again")),

@@ -14,7 +14,7 @@ import pytest
 
 from comfy_harness import ComfyServer
 from frontend_harness import CHROMIUM, QUIET_SETTINGS, Frontend, launch_chromium
-from tiny_workflows import WORKFLOWS, load
+from tiny_workflows import WORKFLOWS, load, write_input_image
 from workflow_to_api import FRONTEND_ONLY, to_api
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -35,6 +35,7 @@ def server(tmp_path_factory):
                     "apt-get update && apt-get install -y chromium  (make setup installs it when run as root)")
     srv = ComfyServer(tmp_path_factory.mktemp("frontend"))
     srv.prepare()
+    write_input_image(srv.input_dir)  # the picture the img2img and inpainting workflows load (ComfyUI ships one)
     srv.start()
     srv.request("/settings", QUIET_SETTINGS)
     yield srv

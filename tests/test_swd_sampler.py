@@ -203,12 +203,3 @@ def test_sigmas_above_the_model_range_are_refused_by_swd_sampler(comfy):
     prompt["sca"]["inputs"]["sigmas"] = ["manual", 0]
     with pytest.raises(PromptError, match="above this model's largest sigma"):
         comfy.run(prompt)
-
-
-def test_noise_mask_is_refused_clearly(comfy):
-    prompt = swd_prompt(tag="masked")
-    prompt["mask"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 256, "height": 256}}
-    prompt["masked"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["latent", 0], "mask": ["mask", 0]}}
-    prompt["swd"]["inputs"]["latent_image"] = ["masked", 0]
-    with pytest.raises(PromptError, match="noise mask"):
-        comfy.run(prompt)

@@ -5,13 +5,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from tiny_workflows import WORKFLOWS, family, load, loras_used, with_tiny_models, write_tiny_lora
+from tiny_workflows import (WORKFLOWS, family, load, loras_used, with_tiny_models, write_input_image,
+                            write_tiny_lora)
 from workflow_to_api import FRONTEND_ONLY, WorkflowError, input_specs, to_api, validate, widget_values
 
 EXPECTED = ["swd_sd35_medium_6steps", "swd_sd35_large_4steps", "swd_flux_dev", "swd_sdxl", "swd_custom_sampler",
-            "swd_manual_chain", "swd_sd35_medium_1344x768"]
+            "swd_manual_chain", "swd_sd35_medium_1344x768", "swd_img2img", "swd_hires_2x", "swd_inpaint"]
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 PACK_MODULE = "custom_nodes.swd-comfyui"
 LOADER_FOLDERS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "clip_name1": "text_encoders",
@@ -21,6 +23,7 @@ LORA_SUBFOLDER = "swd_workflow_tests"
 
 @pytest.fixture(scope="module")
 def object_info(comfy):
+    write_input_image(comfy.input_dir)  # before /object_info lists it as LoadImage's option
     return comfy.object_info()
 
 
@@ -72,7 +75,9 @@ def test_every_model_file_is_named_with_a_download_url(name, object_info):
 def test_sampler_presets_match_the_loras_and_flux_guidance_is_4_5(object_info):
     presets = {"swd_sd35_medium_6steps": "SD3.5 Medium · 6 steps", "swd_sd35_medium_1344x768": "SD3.5 Medium · 6 steps",
                "swd_sd35_large_4steps": "SD3.5 Large · 4 steps", "swd_flux_dev": "FLUX.1-dev · 4 steps",
-               "swd_sdxl": "SDXL · 4 steps", "swd_custom_sampler": "SD3.5 Medium · 6 steps"}
+               "swd_sdxl": "SDXL · 4 steps", "swd_custom_sampler": "SD3.5 Medium · 6 steps",
+               "swd_img2img": "SD3.5 Medium · 6 steps", "swd_hires_2x": "SD3.5 Medium · 6 steps",
+               "swd_inpaint": "SD3.5 Medium · 6 steps"}
     for name, preset in presets.items():
         workflow = load(name)
         for node in workflow["nodes"]:
@@ -203,9 +208,56 @@ def test_workflow_runs_on_tiny_models_and_executes_every_pack_node(name, comfy, 
     if name == "swd_manual_chain":  # one preview per scale, growing, then the final image
         assert [sizes[i] for i in sorted(sizes, key=int)] == [(128, 128), (160, 160), (192, 192), (256, 256)]
     else:
-        latent = next(n["inputs"] for n in prompt.values()
-                      if n["class_type"] in ("EmptySD3LatentImage", "EmptyLatentImage"))
-        assert sizes[saves[0]] == (latent["width"], latent["height"])
+        assert sizes[saves[0]] == final_size(prompt)
+
+
+def final_size(prompt: dict) -> tuple[int, int]:
+    """(width, height) of the saved image: the fitted input image (img2img, inpainting) or the empty latent, times
+    any latent upscale (hires)."""
+    sized = next(n["inputs"] for n in prompt.values()
+                 if n["class_type"] in ("ImageScale", "EmptySD3LatentImage", "EmptyLatentImage"))
+    factor = next((n["inputs"]["scale_by"] for n in prompt.values() if n["class_type"] == "LatentUpscaleBy"), 1)
+    return round(sized["width"] * factor), round(sized["height"] * factor)
+
+
+DENOISE = {"swd_img2img": [0.8], "swd_hires_2x": [1.0, 0.75], "swd_inpaint": [1.0]}
+
+
+@pytest.mark.parametrize("name", sorted(DENOISE))
+def test_img2img_workflows_set_denoise_and_their_note_says_which_and_why(name, object_info):
+    workflow = load(name)
+    samplers = [widget_values(n, object_info["SwDKSampler"]) for n in workflow["nodes"] if n["type"] == "SwDKSampler"]
+    assert [s["denoise"] for s in samplers] == DENOISE[name]
+    note = next(n for n in workflow["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    assert f"**Use {min(DENOISE[name]):g}" in note or f"**Use 0.6–{min(DENOISE[name]):g}**" in note
+    assert "denoise" in note and "\u03c3" in note
+
+
+def test_a_workflow_saved_before_denoise_loads_and_gives_the_same_result(comfy, object_info):
+    """Files saved before denoise existed carry the 6-step values in scales/sigmas and no denoise value; the frontend
+    gives a missing last widget its default (1.0). Such a file gives the current file's result, bit for bit."""
+    current = load("swd_sd35_medium_6steps")
+    old = json.loads(json.dumps(current))
+    node = next(n for n in old["nodes"] if n["type"] == "SwDKSampler")
+    values = node["widgets_values"]
+    assert values[3:5] == ["", ""] and values[-1] == 1.0
+    node["widgets_values"] = values[:3] + ["32, 48, 64, 80, 96, 128",
+                                          "1.0, 0.9454, 0.8959, 0.7904, 0.7371, 0.6022, 0.0"] + values[5:-1]
+    node["inputs"] = [i for i in node["inputs"] if i["name"] != "denoise"]
+    with pytest.raises(WorkflowError, match="too few for widget 'denoise'"):  # the old file, as saved
+        to_api(old, object_info)
+    node["widgets_values"].append(object_info["SwDKSampler"]["input"]["optional"]["denoise"][1]["default"])  # loaded
+    results = []
+    for workflow, tag in ((old, "before_denoise"), (current, "with_denoise")):
+        prompt = with_tiny_models(to_api(workflow, object_info), "sd3", tag="test_workflows/before_denoise")
+        for n in prompt.values():
+            if n["class_type"] == "SwDLoraLoader":
+                n["inputs"]["lora_name"] = f"{LORA_SUBFOLDER}/{n['inputs']['lora_name']}"
+                write_tiny_lora(comfy.models_dir / "loras" / n["inputs"]["lora_name"], "sd3")
+        sampler = next(i for i, n in prompt.items() if n["class_type"] == "SwDKSampler")
+        prompt["save_latent"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0], "filename_prefix": tag}}
+        results.append(comfy.run(prompt).latent("save_latent"))
+    assert torch.equal(*results)
 
 
 def test_pack_nodes_have_a_description_and_a_tooltip_on_every_input(object_info):

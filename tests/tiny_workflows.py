@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from lora_files import lora_pairs, write_peft
 from workflow_to_api import FRONTEND_ONLY
 
@@ -16,7 +19,8 @@ WORKFLOWS = REPO / "workflows"
 STAND_INS = {"CheckpointLoaderSimple": "SwDTestTinyCheckpoint", "UNETLoader": "SwDTestTinyUNet",
              "TripleCLIPLoader": "SwDTestTinyCLIP", "DualCLIPLoader": "SwDTestTinyCLIP",
              "CLIPLoader": "SwDTestTinyCLIP", "VAELoader": "SwDTestTinyVAE"}
-SIZED = {"EmptySD3LatentImage", "EmptyLatentImage", "SwDLatentUpscaleRenoise"}
+SIZED = {"EmptySD3LatentImage", "EmptyLatentImage", "SwDLatentUpscaleRenoise", "ImageScale"}
+INPUT_IMAGE = "example.png"  # what the img2img and inpainting workflows load (ComfyUI ships one in input/)
 
 
 def load(name: str) -> dict:
@@ -58,3 +62,15 @@ def loras_used(workflow: dict) -> list[str]:
 def write_tiny_lora(path: Path, family_: str) -> Path:
     """A small seeded PEFT LoRA (the released adapters' key names) for the tiny model of `family_`."""
     return write_peft(path, lora_pairs(family_))
+
+
+def write_input_image(input_dir: Path) -> Path:
+    """A seeded 512 x 512 RGBA picture under the name the workflows load; its left half is transparent, which
+    LoadImage turns into a mask of 1 there (the part to inpaint)."""
+    rgba = np.random.default_rng(0).integers(0, 256, (512, 512, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :256, 3] = 0
+    input_dir.mkdir(parents=True, exist_ok=True)
+    path = input_dir / INPUT_IMAGE
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path

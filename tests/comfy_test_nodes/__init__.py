@@ -70,6 +70,26 @@ class SwDTestConditioning:
         return ([[cond, {"pooled_output": pooled}]],)
 
 
+class SwDTestRandomLatent:
+    """A seeded N(0, 1) latent of (batch, channels, height / 8, width / 8): an "encoded image" for img2img tests."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 256, "min": 16, "max": 8192, "step": 16}),
+            "height": ("INT", {"default": 256, "min": 16, "max": 8192, "step": 16}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+            "channels": ("INT", {"default": 16, "min": 1, "max": 64}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+        }}
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+    CATEGORY = "testing/swd"
+
+    def make(self, width, height, batch_size, channels, seed):
+        g = torch.Generator().manual_seed(seed)
+        return ({"samples": torch.randn((batch_size, channels, height // 8, width // 8), generator=g)},)
+
+
 class SwDTestCallLog:
     """Wraps the model so that every diffusion-model call is logged to output/<filename> as JSON lines:
     the input shape, the sigma (ComfyUI passes sigma here; the model converts it to its timestep), how many
@@ -257,5 +277,5 @@ class SwDTestShowValue:
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
-    SwDTestConditioning, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights, SwDTestTinyCheckpoint,
-    SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)} | faults.NODE_CLASS_MAPPINGS
+    SwDTestConditioning, SwDTestRandomLatent, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights,
+    SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)} | faults.NODE_CLASS_MAPPINGS

@@ -1,5 +1,4 @@
-"""Test-only nodes for the robustness tests: a model wrapper that injects a fault at a given diffusion-model call,
-and a seeded latent with content of any channel count (ComfyUI fills only EMPTY latents to the model's channels)."""
+"""Test-only node for the robustness tests: a model wrapper that injects a fault at a given diffusion-model call."""
 import torch
 
 import comfy.model_management
@@ -37,22 +36,4 @@ class SwDTestFault:
         return (m,)
 
 
-class SwDTestNoiseLatent:
-    """A LATENT of seeded standard-normal values: (batch, channels, height / 8, width / 8)."""
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"channels": ("INT", {"default": 4, "min": 1, "max": 64}),
-                             "width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
-                             "height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
-                             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-                             "seed": ("INT", {"default": 0, "min": 0})}}
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "make"
-    CATEGORY = "testing/swd"
-
-    def make(self, channels, width, height, batch_size, seed):
-        g = torch.Generator().manual_seed(seed)
-        return ({"samples": torch.randn((batch_size, channels, height // 8, width // 8), generator=g)},)
-
-
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (SwDTestFault, SwDTestNoiseLatent)}
+NODE_CLASS_MAPPINGS = {"SwDTestFault": SwDTestFault}

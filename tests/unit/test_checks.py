@@ -4,16 +4,16 @@ import math
 import pytest
 
 from swd_sampler.checks import (GiB, InputError, check_custom_schedule, check_finite, check_latent_channels,
-                                check_mask_batch, check_max_size, check_memory, check_preset_family,
-                                check_sampler_sigmas)
+                                check_max_size, check_memory, check_preset_family, check_sampler_sigmas)
 from swd_sampler.errors import SwDError
+from swd_sampler.inpaint import MaskError
 from swd_sampler.lora import LoraError
 from swd_sampler.schedule import CUSTOM, PRESETS, ScheduleError
 from swd_sampler.upscale_renoise import UpscaleRenoiseError
 
 
 def test_every_error_of_the_pack_is_an_swd_error_and_a_value_error():
-    for error in (InputError, ScheduleError, LoraError, UpscaleRenoiseError):
+    for error in (InputError, ScheduleError, LoraError, UpscaleRenoiseError, MaskError):
         assert issubclass(error, SwDError) and issubclass(error, ValueError)
 
 
@@ -46,14 +46,10 @@ def test_sampler_sigmas_must_fit_the_scales():
         check_sampler_sigmas((64, 128), [1.0, 0.5, 0.25, 0.0])
 
 
-def test_latent_channels_and_mask_batch():
+def test_latent_channels():
     check_latent_channels(16, 16, "latent_image")
     with pytest.raises(InputError, match="latent_image has 4 channels but this model's latents have 16"):
         check_latent_channels(4, 16, "latent_image")
-    check_mask_batch(1, 3, "samples")
-    check_mask_batch(3, 3, "samples")
-    with pytest.raises(InputError, match="batch of 2 but the latent has 3"):
-        check_mask_batch(2, 3, "samples")
 
 
 def test_memory_and_position_table_limits_give_the_numbers():

@@ -17,6 +17,7 @@ def test_presets_match_the_design_table():
         "SD3.5 Large · 6 steps (older release)": ([32, 48, 64, 80, 96, 128], [1.0, 0.9454, 0.8959, 0.7904, 0.7371, 0.6022, 0.0]),
         "FLUX.1-dev · 4 steps": ([64, 80, 96, 128], [1.0, 0.8956, 0.7363, 0.6007, 0.0]),
         "SDXL · 4 steps": ([64, 80, 96, 128], [1.0, 0.8, 0.6, 0.4, 0.0]),
+        "Tiny demo · 4 steps": ([8, 10, 12, 16], [1.0, 0.8959, 0.7371, 0.6022, 0.0]),  # the pack's own family
     }
     assert {n: (list(p.scales), list(p.sigmas)) for n, p in PRESETS.items()} == table
     assert DEFAULT_PRESET == "SD3.5 Medium · 6 steps" and PRESET_NAMES[-1] == CUSTOM

@@ -1,0 +1,117 @@
+"""What every training run shares: data parallelism, checkpoints with --resume, progress bars.
+
+Data parallel: under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) each process joins a torch.distributed group
+(NCCL on CUDA, gloo on CPU), renders its own share of every batch (its rank seeds the scenes) and averages the
+gradients of the trained parameters with all_reduce before each optimizer step; the initial weights come from the
+same seed and are broadcast from rank 0, so the ranks stay identical. A single process trains alone.
+
+Checkpoints are safetensors files (never pickles): every trained tensor, the optimizer state and the step, written
+atomically every `checkpoint_every` steps and at the end; `resume=True` continues from the last one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+
+class Parallel:
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, tensors) -> None:
+        if self.world > 1:
+            for t in tensors:
+                dist.broadcast(t.data, 0)
+
+    def average_gradients(self, params) -> None:
+        if self.world > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], device=self.device)
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
+                    step: int, extra: dict | None = None) -> None:
+    """Trained tensors, optimizer states and the step in one safetensors file (written to a temp file, then moved)."""
+    out = {f"t.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"step": str(step), "extra": json.dumps(extra or {})}
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        meta[f"opt.{name}"] = json.dumps(state["param_groups"])
+        for index, slots in state["state"].items():
+            for slot, value in slots.items():
+                value = value if torch.is_tensor(value) else torch.tensor(value)
+                out[f"o.{name}.{index}.{slot}"] = value.detach().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(out, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer]) -> int:
+    """Restore what save_checkpoint wrote into `tensors` (in place) and the optimizers; returns the step."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    data = load_file(str(path))
+    with torch.no_grad():
+        for k, v in tensors.items():
+            v.copy_(data[f"t.{k}"])
+    for name, opt in optimizers.items():
+        state: dict[int, dict] = {}
+        for key, value in data.items():
+            if key.startswith(f"o.{name}."):
+                index, slot = key[len(name) + 3:].split(".", 1)
+                state.setdefault(int(index), {})[slot] = value
+        opt.load_state_dict({"state": state, "param_groups": json.loads(meta[f"opt.{name}"])})
+    return int(meta["step"])
+
+
+class Progress:
+    """A tqdm bar (loss, steps per second, ETA) on the main process; plain log lines when not on a terminal."""
+
+    def __init__(self, total: int, start: int, label: str, enabled: bool):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, initial=start, desc=label, disable=not enabled, dynamic_ncols=True,
+                        mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+        self.start_time = time.monotonic()
+
+    def update(self, **values) -> None:
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> float:
+        self.bar.close()
+        return time.monotonic() - self.start_time

@@ -1,0 +1,143 @@
+"""The tiny family's data: captioned 32x32 scenes drawn by code, exactly as the data card (TINY_DATA.md) says.
+
+A scene is a background (one of 4 colours times a vertical gradient 1.15 -> 0.60), and one shape (circle, square
+or triangle; side 0.30-0.40 of the image) of one of 5 colours, solid or striped, centred near one of 4 quadrant
+centres (0.28 / 0.72 of the side, +- 0.05 jitter). It is drawn at 128x128 (4x supersampling) and reduced to 32x32
+with a box filter, which anti-aliases the shape's edge. Its caption is
+"{texture} {colour} {shape} {position} on {background}": 2 * 5 * 3 * 4 * 4 = 480 combinations.
+
+This module is light (numpy and PIL only): the nodes import the vocabulary from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SIDE, DRAW = 32, 128  # image side, drawing side (4x supersampling)
+
+TEXTURES = ("solid", "striped")
+COLOURS = {"red": (230, 40, 40), "yellow": (240, 220, 40), "white": (245, 245, 245), "magenta": (220, 50, 220),
+           "cyan": (40, 220, 230)}
+SHAPES = ("circle", "square", "triangle")
+POSITIONS = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
+             "bottom right": (0.72, 0.72)}
+BACKGROUNDS = {"blue": (30, 60, 170), "green": (30, 140, 60), "gray": (120, 120, 120), "black": (15, 15, 15)}
+
+# The five attributes in caption order, each with its values (the classes the judge predicts).
+ATTRIBUTES: dict[str, tuple[str, ...]] = {"texture": TEXTURES, "colour": tuple(COLOURS), "shape": SHAPES,
+                                          "position": tuple(POSITIONS), "background": tuple(BACKGROUNDS)}
+GRAMMAR = "{texture} {colour} {shape} {position} on {background}"
+
+
+class CaptionError(ValueError):
+    """A caption outside the tiny family's vocabulary; the message lists the vocabulary."""
+
+
+@dataclass(frozen=True)
+class Scene:
+    texture: str
+    colour: str
+    shape: str
+    position: str
+    background: str
+    size: float = 0.35  # side of the shape, as a fraction of the image side
+    dx: float = 0.0  # jitter of the centre, fractions of the side
+    dy: float = 0.0
+
+    @property
+    def caption(self) -> str:
+        return GRAMMAR.format(**{a: getattr(self, a) for a in ATTRIBUTES})
+
+    def labels(self) -> tuple[int, ...]:
+        """Class index of each attribute, in ATTRIBUTES order."""
+        return tuple(values.index(getattr(self, a)) for a, values in ATTRIBUTES.items())
+
+
+def vocabulary() -> str:
+    """The vocabulary in words, for error messages and tooltips."""
+    return "; ".join(f"{a}: {', '.join(v)}" for a, v in ATTRIBUTES.items())
+
+
+def parse_caption(text: str) -> dict[str, str]:
+    """{attribute: value} for the attributes a caption names, in any order; "on" is optional filler. The empty
+    caption gives {} (unconditional). Raises CaptionError for an unknown word or an attribute named twice."""
+    words = text.lower().replace(",", " ").split()
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "on":
+            i += 1
+            continue
+        two = " ".join(words[i:i + 2])
+        value, width = (two, 2) if two in POSITIONS else (word, 1)
+        attribute = next((a for a, values in ATTRIBUTES.items() if value in values), None)
+        if attribute is None:
+            hint = " (a position is two words, e.g. \"top left\")" if word in ("top", "bottom", "left", "right") else ""
+            raise CaptionError(f"text: the word {word!r} is not in the tiny models' vocabulary{hint}. Write "
+                               f"\"{GRAMMAR}\" (e.g. \"striped red circle top left on blue\"), any part of it, or "
+                               f"nothing for unconditional. Vocabulary: {vocabulary()}.")
+        if attribute in found:
+            raise CaptionError(f"text: the {attribute} is given twice ({found[attribute]!r} and {value!r}); name "
+                               f"each attribute once.")
+        found[attribute] = value
+        i += width
+    return found
+
+
+def random_scene(rng: np.random.Generator) -> Scene:
+    pick = {a: values[rng.integers(len(values))] for a, values in ATTRIBUTES.items()}
+    return Scene(**pick, size=float(rng.uniform(0.30, 0.40)), dx=float(rng.uniform(-0.05, 0.05)),
+                 dy=float(rng.uniform(-0.05, 0.05)))
+
+
+def _gradient() -> np.ndarray:
+    return np.linspace(1.15, 0.60, DRAW, dtype=np.float32)[:, None, None]
+
+
+_STRIPES = ((np.arange(DRAW) // 8) % 2 == 1)[:, None, None]  # rows darkened to 0.35 (a 4 px period at 32 px)
+
+
+def render(scene: Scene) -> np.ndarray:
+    """The scene as a (32, 32, 3) uint8 RGB array."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415 (PIL only when drawing)
+
+    background = np.clip(np.array(BACKGROUNDS[scene.background], np.float32) * _gradient(), 0, 255)
+    background = np.broadcast_to(background, (DRAW, DRAW, 3))
+    colour = np.array(COLOURS[scene.colour], np.float32)
+    fill = np.where(_STRIPES, colour * 0.35, colour) if scene.texture == "striped" else colour[None, None]
+    cx, cy = POSITIONS[scene.position]
+    cx, cy, half = (cx + scene.dx) * DRAW, (cy + scene.dy) * DRAW, scene.size * DRAW / 2
+    mask = Image.new("L", (DRAW, DRAW), 0)
+    draw = ImageDraw.Draw(mask)
+    box = (cx - half, cy - half, cx + half, cy + half)
+    if scene.shape == "circle":
+        draw.ellipse(box, fill=255)
+    elif scene.shape == "square":
+        draw.rectangle(box, fill=255)
+    else:
+        draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=255)
+    alpha = np.asarray(mask, np.float32)[..., None] / 255.0
+    image = background * (1 - alpha) + fill * alpha
+    box = image.reshape(SIDE, DRAW // SIDE, SIDE, DRAW // SIDE, 3).mean(axis=(1, 3))  # PIL's Image.BOX, unrounded
+    return np.clip(box + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_dataset(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random scenes: images (count, 32, 32, 3) uint8 and labels (count, 5) int64, from one seeded
+    numpy generator (the same seed gives the same scenes)."""
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, SIDE, SIDE, 3), np.uint8)
+    labels = np.empty((count, len(ATTRIBUTES)), np.int64)
+    for n in range(count):
+        scene = random_scene(rng)
+        images[n] = render(scene)
+        labels[n] = scene.labels()
+    return images, labels
+
+
+def scene_of(labels) -> Scene:
+    """The scene (at its mean size, no jitter) of a label tuple."""
+    return Scene(**{a: values[int(k)] for (a, values), k in zip(ATTRIBUTES.items(), labels)})
+
