@@ -177,6 +177,8 @@ def write_bad_loras(folder, output_dir):
     write_peft(folder / "unknown_keys.safetensors", pairs)
     save_file({"joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(384, 128)}, str(folder / "not_lora.safetensors"))
     write_peft(folder / "mystery_adapter.safetensors", lora_pairs("sd3", seed=10))
+    # a FLUX-architecture LoRA of no released width: the loader cannot tell its preset and says "custom"
+    write_peft(folder / "mystery_flux_adapter.safetensors", lora_pairs("flux", seed=13))
     bad_config = folder / "bad_config" / "swd-medium-4-steps.safetensors"
     write_peft(bad_config, lora_pairs("sd3", seed=12))
     (bad_config.parent / "adapter_config.json").write_text("{r: 4,")
@@ -283,7 +285,8 @@ CASES = [
     Case("LoRA without LoRA tensors", lora("bad/not_lora.safetensors"), ("holds no LoRA weights",)),
     Case("LoRA with a broken adapter_config.json", lora("bad/bad_config/swd-medium-4-steps.safetensors"),
          ("adapter_config.json", "not valid JSON", "fix or remove it")),
-    Case("unidentified LoRA, empty schedule", lora("bad/mystery_adapter.safetensors", preset_from_lora=True),
+    Case("unidentified LoRA, empty schedule", lora("bad/mystery_flux_adapter.safetensors", "flux",
+                                                   preset_from_lora=True),
          ("preset is \"custom\"", "could not identify the LoRA", "README")),
     # workflows saved by an older version
     Case("old workflow: renamed preset", ks(preset="SD3.5 Medium 6 steps"),
