@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 COMFY = $$(cat .comfyui/comfyui_path)
 PORT ?= 8188
 
-.PHONY: help setup demo test test-fast serve bench retrain-tiny eval-tiny clean
+.PHONY: help setup demo test test-fast serve bench package retrain-tiny eval-tiny clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ retrain-tiny: setup ## rebuild models/ (tiny teacher, then its SwD student) from
 
 eval-tiny: setup ## print the tiny family's quality table, measured through real ComfyUI
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval
+
+package: ## build dist/<name>-<version>.zip as `comfy node pack` would and list exactly what ships
+	@python3 scripts/package.py
 
 clean: ## remove the venv and the ComfyUI copy
 	rm -rf $(VENV) .comfyui

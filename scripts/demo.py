@@ -216,7 +216,7 @@ def sd35_demo(real: dict, started: float):
             if r == 0:
                 shutil.copy(images["ks_save"], OUT / "ksampler_full_res.png")
         swd_t, ks_t = statistics.median(times["swd"]), statistics.median(times["ksampler"])
-        steps_px = " → ".join(f"{w * 8}x{h * 8}" for h, w in sizes)
+        steps_px = " -> ".join(f"{w * 8}x{h * 8}" for h, w in sizes)
         rows = [("SwD (SwDKSampler)", f"{len(scales)}", steps_px, swd_t),
                 ("stock KSampler (euler/simple)", f"{len(scales)}", f"{width}x{height} every step", ks_t)]
         (OUT / "timings.json").write_text(json.dumps({
