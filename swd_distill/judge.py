@@ -14,20 +14,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .model import import_comfy
 from .scenes import ATTRIBUTES, SIDE, make_dataset
 
 CLASSES = [len(v) for v in ATTRIBUTES.values()]
 
 
 class Judge(nn.Module):
+    """Layers from ComfyUI's comfy.ops (the ecosystem's convention), initialised as torch's own layers are."""
+
     def __init__(self):
         super().__init__()
+        import_comfy(cpu=True)
+        import comfy.ops
+        ops = comfy.ops.disable_weight_init
+
         def conv(cin, cout, stride=1):
-            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+            return [ops.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
         self.body = nn.Sequential(*conv(3, 16), *conv(16, 32, 2), *conv(32, 32), *conv(32, 64, 2), *conv(64, 128))
         # positions need where, not only what: pool to 2x2 cells (the four quadrants) before the features
-        self.features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(512, 128), nn.GELU())
-        self.heads = nn.ModuleList(nn.Linear(128, n) for n in CLASSES)
+        self.features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), ops.Linear(512, 128), nn.GELU())
+        self.heads = nn.ModuleList(ops.Linear(128, n) for n in CLASSES)
+        for module in self.modules():  # comfy.ops layers skip initialisation; use torch's default
+            for layer in (torch.nn.Conv2d, torch.nn.Linear):
+                if isinstance(module, layer):
+                    layer.reset_parameters(module)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, 32, 32) in [0, 1] -> (B, 128)."""

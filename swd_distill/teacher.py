@@ -24,10 +24,11 @@ SMALL_SCALES = (8, 10, 12, 14)
 
 @dataclass
 class TeacherConfig:
-    steps: int = 5000
+    steps: int = 8000
     batch: int = 64  # global: split over the processes
     lr: float = 5e-4
     warmup: int = 200
+    decay_start: int = 5000  # the learning rate falls linearly from here to 0 at the last step
     ema: float = 0.999
     small_scale_p: float = 0.4
     seed: int = 0
@@ -72,7 +73,8 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
     losses = []
     for step in range(start, cfg.steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup,
+                                       (cfg.steps - step) / max(1, cfg.steps - cfg.decay_start))
         loss = teacher_loss(net, step, cfg, par)
         opt.zero_grad(set_to_none=True)
         loss.backward()

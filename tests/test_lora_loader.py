@@ -153,7 +153,8 @@ PRESET_FILES = [
     ("sd3", "presets/SwD/swd-large-4-steps_fp16.safetensors", "SD3.5 Large · 4 steps"),
     ("sd3", "presets/swd_large_6_steps/adapter_model.safetensors", "SD3.5 Large · 6 steps (older release)"),
     ("sd3", "presets/swd-medium-4-steps-v1.safetensors", "SD3.5 Medium · 4 steps"),
-    ("sd3", "presets/my_sd3_lora.safetensors", "custom"),
+    ("sd3", "presets/my_sd3_lora.safetensors", "Tiny demo · 4 steps"),  # hidden 128: the pack's tiny family
+    ("flux", "presets/my_flux_lora.safetensors", "custom"),  # FLUX.1 is 3072 wide: no release fits hidden 128
     ("flux", "presets/swd_flux.safetensors", "FLUX.1-dev · 4 steps"),
     ("flux", "presets/renamed_flux.safetensors", "FLUX.1-dev · 4 steps"),  # named in its metadata
     ("sdxl", "presets/yresearch-swd-sdxl.safetensors", "SDXL · 4 steps"),
@@ -171,8 +172,10 @@ def test_preset_output_names_the_release_the_file_is_named_after(comfy, loras):
     result = comfy.run(prompt)
     for i, (_, name, preset) in enumerate(PRESET_FILES):
         assert result.outputs[f"show{i}"]["text"] == [preset], name
-    reason = result.outputs["lora4"]["swd_lora"][0]["preset_reason"]
-    assert "cannot tell which SwD schedule my_sd3_lora.safetensors was made for" in reason
+    tiny_reason = result.outputs["lora4"]["swd_lora"][0]["preset_reason"]
+    assert "from its architecture (the pack's tiny SD3 demo model)" in tiny_reason
+    reason = result.outputs["lora5"]["swd_lora"][0]["preset_reason"]
+    assert "cannot tell which SwD schedule my_flux_lora.safetensors was made for" in reason
 
 
 def test_preset_output_drives_the_swd_ksampler(comfy, loras):
@@ -228,9 +231,9 @@ BAD = [
     ("bad/truncated.safetensors", "bad/truncated.safetensors is truncated", "download the file again"),
     ("bad/garbage.safetensors", "is not a safetensors file: it is not in the safetensors layout", "never unpickles"),
     ("bad/swd_flux_on_sd3.safetensors", "is a LoRA for FLUX.1-architecture with hidden size 128, but the model is "
-                                        "SD3/SD3.5 (MMDiT) with hidden size 128", "pick the LoRA made for"),
-    ("bad/wider_sd3.safetensors", "is a LoRA for SD3/SD3.5 (MMDiT) with hidden size 256, but the model is SD3/SD3.5 "
-                                  "(MMDiT) with hidden size 128", "Load it onto"),
+                                        "the pack's tiny SD3 demo model", "pick the LoRA made for"),
+    ("bad/wider_sd3.safetensors", "is a LoRA for SD3/SD3.5 (MMDiT) with hidden size 256, but the model is the pack's "
+                                  "tiny SD3 demo model", "Load it onto"),
     ("bad/strays.safetensors", f"6 of its {2 * len(LAYERS['sd3']) + 6} keys match no layer of this model, e.g. "
                                "base_model.model.transformer_blocks.2.attn.to_q.lora_A.weight", "Set allow_partial"),
 ]
