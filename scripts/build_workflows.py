@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import tempfile
 import uuid
@@ -637,7 +638,7 @@ def tiny_second_pass(g: Graph, swd: Node, pos: Node, neg: Node, latent, denoise:
     """The second SwDKSampler (another seed than the draft's) from `latent` at `denoise`, decoded and saved."""
     sampler = swd_ksampler(g, swd, pos, neg, latent, (x, 300), title=f"SwD KSampler, denoise {denoise:g}", seed=7,
                            preset=TINY_PRESET, denoise=denoise)
-    decode_and_save(g, sampler.out(0), None, f"swd/{name}", (x + 380, 120), below=True)
+    decode_and_save(g, sampler.out(0), None, f"swd/{name}", (x + 460, 120), below=True)
     return sampler
 
 
@@ -742,6 +743,8 @@ def thumbnails(names: list[str], out: Path):
     workflows = {n: json.loads((out / f"{n}.json").read_text()) for n in names}
     server = ComfyServer(Path(tempfile.mkdtemp(prefix="swd-thumbs-")))
     server.prepare()
+    server.input_dir.mkdir(parents=True, exist_ok=True)  # LoadImage shows ComfyUI's example picture, not an error
+    shutil.copy(server.comfy_dir / "input" / INPUT_IMAGE, server.input_dir / INPUT_IMAGE)
     for wf in workflows.values():  # placeholders, so that no loader is drawn as missing its file
         for node in wf["nodes"]:
             for m in node.get("properties", {}).get("models", []):
