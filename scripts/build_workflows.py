@@ -5,9 +5,9 @@
     .venv/bin/python scripts/build_workflows.py --thumbnails          # also draws workflows/<name>.jpg
 
 The graphs below name widgets by input name; the layout of `inputs` and `widgets_values` (including the extra
-"fixed"/"randomize" entry after a seed with control_after_generate) comes from the live /object_info, so the
-files follow the nodes' schemas. The committed JSON files are what ships; tests/test_workflows.py checks them
-against /object_info independently of this script.
+"fixed"/"randomize" entry after a seed with control_after_generate, and "image" after LoadImage's image) comes
+from the live /object_info, so the files follow the nodes' schemas. The committed JSON files are what ships;
+tests/test_workflows.py checks them against /object_info independently of this script.
 """
 from __future__ import annotations
 
@@ -129,6 +129,8 @@ class Node:
             self.widgets_values.append(value)
             if opts.get("control_after_generate"):
                 self.widgets_values.append(widgets.get(f"{name}:control", "fixed"))
+            if opts.get("image_upload"):  # the upload button, which the frontend saves as "image"
+                self.widgets_values.append("image")
         self.inputs = sockets + widget_inputs
         self.outputs = [{"localized_name": n, "name": n, "type": t, "links": []}
                         for t, n in zip(self.info["output"], self.info["output_name"])]

@@ -158,6 +158,14 @@ def test_converter_maps_widgets_skipping_control_values_and_follows_links_primit
         assert api["3"]["inputs"] == {"samples": ["2", 0], "name": "out"}
 
 
+def test_converter_skips_the_upload_button_value_after_an_image_upload_widget():
+    info = {"input": {"required": {"image": [["a.png"], {"image_upload": True}]}}, "input_order": {"required": ["image"]}}
+    node = {"id": 1, "type": "LoadImage", "widgets_values": ["a.png", "image"]}
+    assert widget_values(node, info) == {"image": "a.png"}
+    with pytest.raises(WorkflowError, match="upload"):
+        widget_values(dict(node, widgets_values=["a.png"]), info)
+
+
 def test_converter_passes_a_bypassed_node_through_and_drops_a_muted_one():
     bypassed = to_api(_graph(mid_mode=4), OI)
     assert "2" not in bypassed and bypassed["3"]["inputs"]["samples"] == ["1", 0]
