@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 COMFY = $$(cat .comfyui/comfyui_path)
 PORT ?= 8188
 
-.PHONY: help setup demo test test-fast serve bench clean
+.PHONY: help setup demo test test-fast serve bench package retrain-tiny eval-tiny clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,16 @@ serve: setup ## start ComfyUI with the pack and the frontend on http://127.0.0.1
 
 bench: setup ## print JSON timings of the SwD loop against full-resolution sampling
 	@$(PY) benchmarks/bench_sampler.py
+
+retrain-tiny: setup ## rebuild models/ (tiny teacher, then its SwD student) from fixed seeds; RESUME=1 continues
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill teacher --threads 1 $(if $(RESUME),--resume)
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 $(if $(RESUME),--resume)
+
+eval-tiny: setup ## print the tiny family's quality table, measured through real ComfyUI
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval
+
+package: ## build dist/<name>-<version>.zip as `comfy node pack` would and list exactly what ships
+	@python3 scripts/package.py
 
 clean: ## remove the venv and the ComfyUI copy
 	rm -rf $(VENV) .comfyui

@@ -18,6 +18,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
+from ..swd_sampler.checks import check_finite
 from ..swd_sampler.lora import Architecture, LoraError, check_architecture, plan_patches, read_lora
 from ..swd_sampler.schedule import CUSTOM, PRESET_NAMES
 from .sampler import CATEGORY
@@ -106,6 +107,7 @@ class SwDLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength, allow_partial) -> io.NodeOutput:
+        check_finite(strength=strength)
         lora = read_lora(folder_paths.get_full_path_or_raise("loras", lora_name), lora_name)
         architecture = model_architecture(model)
         check_architecture(lora, architecture)

@@ -11,11 +11,13 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
+from ..swd_sampler.checks import check_custom_schedule, check_finite, check_latent_channels, check_sampler_sigmas
 from ..swd_sampler.inpaint import check_mask_batch
 from ..swd_sampler.resize import DEFAULT_UPSCALE_METHOD, UPSCALE_METHODS
 from ..swd_sampler.sampling import sample_scalewise
-from ..swd_sampler.schedule import (DEFAULT_PRESET, PRESET_NAMES, ScheduleError, check_counts, describe, resolve,
-                                    select_steps, step_sizes)
+from ..swd_sampler.schedule import (DEFAULT_PRESET, PRESET_NAMES, ScheduleError, describe, resolve, select_steps,
+                                    step_sizes)
+from .checks import check_preset_for, check_step_fits
 from .model_info import model_sigmas, patch_size, renoise_with
 
 CATEGORY = "sampling/swd"
@@ -55,6 +57,7 @@ def _validate_schedule(preset, scales, sigmas):
     if preset is None or scales is None or sigmas is None:  # linked inputs are checked when the node runs
         return True
     try:
+        check_custom_schedule(preset, scales, sigmas)
         resolve(preset, scales, sigmas)
     except ScheduleError as e:
         return str(e)
@@ -83,11 +86,15 @@ def _sample_swd(model, noise, sigmas, extra_args=None, callback=None, disable=No
     guider = model.inner_model
     ms = guider.inner_model.model_sampling
     sigmas = [float(s) for s in sigmas]
-    check_counts(scales, sigmas)
+    check_sampler_sigmas(scales, sigmas)
     if sigmas[0] > float(ms.sigma_max) * (1 + 1e-5):
-        raise ScheduleError(f"sigmas start at {sigmas[0]:g}, above this model's largest sigma {float(ms.sigma_max):g}.")
+        raise ScheduleError(f"sigmas start at {sigmas[0]:g}, above this model's largest sigma {float(ms.sigma_max):g}: "
+                            f"connect the SIGMAS of SwD Schedule, which converts the schedule for this model.")
     batch, channels, height, width = noise.shape
+    check_latent_channels(channels, guider.model_patcher.get_model_object("latent_format").latent_channels,
+                          "latent_image")
     sizes = step_sizes(scales, height, width, patch_size(guider.model_patcher))
+    check_step_fits(guider.model_patcher, batch, channels, sizes[-1], noise.device)
     s_in = noise.new_ones([batch])
 
     def denoise(x, sigma):
@@ -141,6 +148,9 @@ class SwDKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, preset, scales, sigmas, cfg,
                 upscale_method, denoise=1.0) -> io.NodeOutput:
+        check_finite(cfg=cfg, denoise=denoise)
+        check_custom_schedule(preset, scales, sigmas)
+        check_preset_for(model, preset)
         scale_list, sigma_list = resolve(preset, scales, sigmas)
         run = select_steps(scale_list, sigma_list, denoise)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
@@ -191,6 +201,9 @@ class SwDSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, preset, scales, sigmas, denoise=1.0) -> io.NodeOutput:
+        check_finite(denoise=denoise)
+        check_custom_schedule(preset, scales, sigmas)
+        check_preset_for(model, preset)
         run = select_steps(*resolve(preset, scales, sigmas), denoise)
         return io.NodeOutput(model_sigmas(model.get_model_object("model_sampling"), run.sigmas), run)
 

@@ -275,7 +275,7 @@ NOTE_COMMON = """
 image at a small size, upscales it (bicubic) and re-noises it for the next, larger step.
 
 **What to change**
-- *Prompt*: the green node. The negative prompt is only used when cfg ≠ 1 (SwD is distilled for cfg 1, which
+- *Prompt*: the green node. The negative prompt is only used when cfg \u2260 1 (SwD is distilled for cfg 1, which
   also halves the work).
 - *Size*: the empty-latent node is the **final** size; the sampler starts smaller by itself. Use multiples of 64 px;
   the preset's scales are relative, so other sizes and aspect ratios work.
@@ -311,13 +311,13 @@ def sd35_txt2img(oi, name, checkpoint, lora, preset, width, height, note_title, 
     latent = g.add("EmptySD3LatentImage", (440, 760), width=width, height=height, batch_size=1)
     sampler = swd_ksampler(g, swd, pos, neg, latent.out(0), (900, 120), preset=preset)
     decode_and_save(g, sampler.out(0), ckpt.out("VAE"), f"swd/{name}", (1280, 120))
-    g.note(f"## {note_title}\n{NOTE_COMMON}\n**Models** (file → ComfyUI/models/…)\n{note_models}", (40, 500),
+    g.note(f"## {note_title}\n{NOTE_COMMON}\n**Models** (file \u2192 ComfyUI/models/\u2026)\n{note_models}", (40, 500),
            [360, 560])
     return g
 
 
 def models_md(*files) -> str:
-    return "\n".join(f"- [{f['name']}]({f['url']}) → `{f['directory']}/`" for f in files)
+    return "\n".join(f"- [{f['name']}]({f['url']}) \u2192 `{f['directory']}/`" for f in files)
 
 
 def build(oi: dict) -> dict[str, Graph]:
@@ -372,7 +372,7 @@ def flux(oi) -> Graph:
     decode_and_save(g, sampler.out(0), vae.out(0), "swd/flux_dev", (1280, 120))
     g.note("## FLUX.1-dev · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
            + "- *FluxGuidance* stays at **4.5**, the guidance the SwD FLUX LoRA was distilled with; cfg stays 1.\n\n"
-           "**Models** (file → ComfyUI/models/…; FLUX.1-dev is gated: accept its license on Hugging Face)\n"
+           "**Models** (file \u2192 ComfyUI/models/\u2026; FLUX.1-dev is gated: accept its license on Hugging Face)\n"
            + models_md(FLUX_DEV, *FLUX_TEXT, FLUX_VAE, LORA["flux"]), (40, 590), [360, 600])
     return g
 
@@ -392,7 +392,7 @@ def sdxl(oi) -> Graph:
     decode_and_save(g, sampler.out(0), ckpt.out("VAE"), "swd/sdxl", (1280, 120))
     g.note("## SDXL · SwD 4 steps · 1024×1024\n" + NOTE_COMMON
            + "- SDXL is an eps-prediction UNet: the preset's sigmas are read as DDPM times, and the latent comes "
-             "from *Empty Latent Image* (4 channels), not the SD3 one.\n\n**Models** (file → ComfyUI/models/…)\n"
+             "from *Empty Latent Image* (4 channels), not the SD3 one.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SDXL_BASE, LORA["sdxl"]), (40, 280), [360, 560])
     return g
 
@@ -425,8 +425,8 @@ def custom_sampler(oi) -> Graph:
            "custom-sampling parts so that it combines with other guiders (e.g. CFGGuider, DualCFGGuider) and noise "
            "nodes.\n\n- **SwD Schedule** gives the sigmas (SIGMAS) and the relative sizes (SCALES) of the preset.\n"
            "- **SwD Sampler** runs the scale-wise loop; connect SCALES to it.\n- The seed comes from *RandomNoise*; "
-           "the latent is the **final** size.\n- A guider with cfg ≠ 1 works but the SwD LoRAs are distilled for "
-           "cfg 1 (BasicGuider).\n\n**Models** (file → ComfyUI/models/…)\n"
+           "the latent is the **final** size.\n- A guider with cfg \u2260 1 works but the SwD LoRAs are distilled for "
+           "cfg 1 (BasicGuider).\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 500), [360, 600])
     return g
 
@@ -456,7 +456,7 @@ def manual_chain(oi) -> Graph:
             latent = first.out(0)
         else:
             renoise = g.add("SwDLatentUpscaleRenoise", (x, 120), size=[320, 260],
-                            title=f"Step {step}: upscale to {px} px, re-noise to σ {sigma:g}",
+                            title=f"Step {step}: upscale to {px} px, re-noise to \u03c3 {sigma:g}",
                             width=px, height=px, sigma=sigma, seed=step)
             g.connect(swd.out("MODEL"), renoise, "model")
             g.connect(previous, renoise, "samples")
@@ -475,13 +475,13 @@ def manual_chain(oi) -> Graph:
                         preview=not last, below=True)
         x += 380
     g.note("## SwD by hand: stock one-step samplers + SwD Latent Upscale + Re-noise\nThe *SD3.5 Medium · 4 steps* "
-           "schedule written out: scales 64, 80, 96, 128 (512 → 1024 px), sigmas 1.0, 0.8959, 0.7371, 0.6022, 0. "
-           "Each column is one SwD step with a preview of its x0.\n\n- One Euler step from σ to 0 returns the "
+           "schedule written out: scales 64, 80, 96, 128 (512 \u2192 1024 px), sigmas 1.0, 0.8959, 0.7371, 0.6022, 0. "
+           "Each column is one SwD step with a preview of its x0.\n\n- One Euler step from \u03c3 to 0 returns the "
            "model's x0 prediction (`denoised_output`).\n- **SwD Latent Upscale + Re-noise** resizes x0 to the next "
-           "size and mixes in fresh noise at the next σ; the next sampler starts at that σ with *DisableNoise*.\n"
-           "- Change the sizes and sigmas together: the σ of a step's ManualSigmas must equal the re-noise σ.\n"
+           "size and mixes in fresh noise at the next \u03c3; the next sampler starts at that \u03c3 with *DisableNoise*.\n"
+           "- Change the sizes and sigmas together: the \u03c3 of a step's ManualSigmas must equal the re-noise \u03c3.\n"
            "- The result is close to, not bit-equal with, *SwD Scale-wise KSampler*: that one draws all noise "
-           "from one seeded generator.\n\n**Models** (file → ComfyUI/models/…)\n"
+           "from one seeded generator.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium4"]), (40, 500), [360, 640])
     return g
 
@@ -495,11 +495,11 @@ def steps_md(denoise: float, final_px: int = 1024, preset=MEDIUM6) -> str:
     run = select_steps(preset.scales, preset.sigmas, denoise)
     sizes = step_sizes(run.scales, final_px // 8, final_px // 8, 2)
     return (f"denoise {denoise:g} runs {len(sizes)} of {len(preset.scales)} steps: "
-            + ", ".join(f"{w * 8} px at σ {s:g}" for (h, w), s in zip(sizes, run.sigmas)))
+            + ", ".join(f"{w * 8} px at \u03c3 {s:g}" for (h, w), s in zip(sizes, run.sigmas)))
 
 
-DENOISE_RULE = ("**denoise**: only the preset's steps whose σ is at most denoise run, starting from your latent "
-                "resized to the first of them and re-noised to its σ; the final size is always the input's size. "
+DENOISE_RULE = ("**denoise**: only the preset's steps whose \u03c3 is at most denoise run, starting from your latent "
+                "resized to the first of them and re-noised to its \u03c3; the final size is always the input's size. "
                 "Lower keeps more of the input.")
 
 
@@ -526,7 +526,7 @@ def img2img(oi) -> Graph:
            "the image, are skipped, the later ones redraw it. 0.9 changes more (5 steps from 384 px), 0.75 less "
            f"(2 steps). Below 0.6022 one step at the final size runs.\n- *Load Image*: your picture; *Fit to "
            "1024×1024* gives SD3.5 a size it can use (multiples of 16 px).\n- The prompt should describe your "
-           "image; cfg stays 1.\n\n**Models** (file → ComfyUI/models/…)\n"
+           "image; cfg stays 1.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 1380), [360, 600])
     return g
 
@@ -543,13 +543,13 @@ def hires_2x(oi) -> Graph:
     hires = swd_ksampler(g, swd, pos, neg, upscale.out(0), (1280, 260), title="Hires: 1024×1024, the last steps",
                          preset="SD3.5 Medium · 6 steps", denoise=0.75)
     decode_and_save(g, hires.out(0), ckpt.out("VAE"), "swd/hires_2x", (1660, 120))
-    g.note("## SD3.5 Medium · SwD hires fix · 512 → 1024 px\nA quick 512×512 draft, upscaled ×2 in latent space "
+    g.note("## SD3.5 Medium · SwD hires fix · 512 \u2192 1024 px\nA quick 512×512 draft, upscaled ×2 in latent space "
            "and finished at 1024×1024 by the last steps of the same preset: SwD's later steps are an upscaler.\n\n"
            f"- {DENOISE_RULE}\n- **Use 0.6–0.75** on the upscaled latent: {steps_md(0.75)}; {steps_md(0.6)}. "
            "Higher adds detail and may change the draft; lower keeps it closer.\n- With the 4-step preset "
            "(SD3.5 Medium/Large · 4 steps: 512, 640, 768, 1024 px) denoise 0.75 runs 768 and 1024 px too, 0.9 runs "
            "640, 768 and 1024 px.\n- The draft's seed decides the composition; change it on the first sampler.\n\n"
-           "**Models** (file → ComfyUI/models/…)\n" + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]),
+           "**Models** (file \u2192 ComfyUI/models/\u2026)\n" + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]),
            (40, 1000), [360, 640])
     return g
 
@@ -566,11 +566,11 @@ def inpaint(oi) -> Graph:
     decode_and_save(g, sampler.out(0), ckpt.out("VAE"), "swd/inpaint", (1280, 120))
     g.note("## SD3.5 Medium · SwD inpainting · 1024×1024\nRepaints the masked part of your image after the prompt; "
            "the rest stays as it is (the sampler puts your latent back outside the mask after every step, at every "
-           "scale).\n\n- *Load Image*: right-click → *Open in MaskEditor* and paint the part to redraw.\n"
+           "scale).\n\n- *Load Image*: right-click \u2192 *Open in MaskEditor* and paint the part to redraw.\n"
            f"- {DENOISE_RULE}\n- **Use 1.0** with *VAE Encode (for Inpainting)*: it greys out the masked pixels, so "
            "there is nothing there to keep and all 6 steps compose the new part in context. To keep what is under "
            "the mask and only change it, use *VAE Encode* + *Set Latent Noise Mask* and denoise 0.6–0.8.\n"
-           "- The prompt describes the whole picture with the new part.\n\n**Models** (file → ComfyUI/models/…)\n"
+           "- The prompt describes the whole picture with the new part.\n\n**Models** (file \u2192 ComfyUI/models/\u2026)\n"
            + models_md(SD35_MEDIUM, *SD3_TEXT, LORA["medium6"]), (40, 1380), [360, 640])
     return g
 
@@ -586,7 +586,8 @@ TINY_ABOUT = (
     "The pack ships this model family in its own `models/` folder, so it runs out of the box, on a CPU, in well "
     f"under a second: `{TEACHER_FILE}` is an SD3-architecture MMDiT (depth 2) trained as a rectified flow on "
     "scenes the pack draws itself (one shape on a background, 32×32 pixels shown as 128×128, drawn by "
-    f"`swd_distill/scenes.py`; nothing is downloaded); `{STUDENT_FILE}` is its SwD student, a LoRA made by the pack's own scale-wise distillation "
+    f"`swd_distill/scenes.py`; nothing is downloaded); `{STUDENT_FILE}` is its SwD student, a LoRA made by the "
+    "pack's own scale-wise distillation "
     "(`python -m swd_distill`), which samples in 4 steps at growing sizes ("
     + ", ".join(f"{w * 8}" for _, w in step_sizes(TINY.scales, NATIVE_LATENT, NATIVE_LATENT, 2)) + " px).")
 TINY_GRAMMAR = (f"**Captions**: `{GRAMMAR}`, e.g. `{TINY_CAPTIONS[0]}`, or any part of one (`yellow square`); the "
@@ -652,7 +653,7 @@ def tiny_input_picture(g: Graph, draft: Node) -> Node:
     return encode
 
 
-OWN_PICTURE = ("- *Your own picture*: Load Image → Upscale Image to 128×128 → *SwD Tiny Encode*'s `pixels`, "
+OWN_PICTURE = ("- *Your own picture*: Load Image \u2192 Upscale Image to 128×128 \u2192 *SwD Tiny Encode*'s `pixels`, "
                "instead of the draft (it must look like the tiny scenes).")
 
 
@@ -663,11 +664,12 @@ def tiny_img2img(oi) -> Graph:
     pos = tiny_caption(g, "solid yellow circle top left on blue", (1280, 120), title="Caption of the result")
     tiny_second_pass(g, swd, pos, neg, encode.out(0), 0.9, "tiny_img2img", 1280)
     g.note(f"## Tiny demo · SwD img2img · {TINY_PX}×{TINY_PX}\nRedraws a picture after a new caption that changes "
-           "one thing (here the colour: red → yellow), keeping the rest. The input picture is drawn first by the "
+           "one thing (here the colour: red \u2192 yellow), keeping the rest. The input picture is drawn first by the "
            "same models (the draft), so the workflow needs no input file.\n\n"
-           f"- {DENOISE_RULE}\n- **Use 0.9** ({steps_md(0.9, TINY_PX, TINY)}): the input is re-noised to σ 0.8959, "
+           f"- {DENOISE_RULE}\n- **Use 0.9** ({steps_md(0.9, TINY_PX, TINY)}): the input is re-noised to "
+           "\u03c3 0.8959, "
            "enough for the caption to change a colour while the layout survives. 0.8 or 0.75 "
-           f"({steps_md(0.8, TINY_PX, TINY)}) start at σ 0.7371, where more of the input survives (its colour may "
+           f"({steps_md(0.8, TINY_PX, TINY)}) start at \u03c3 0.7371, where more of the input survives (its colour may "
            "too): use them to change details only. 1 ignores the input.\n" + OWN_PICTURE
            + f"\n\n{TINY_GRAMMAR}\n\n{TINY_ABOUT}", (40, 400), [360, 900])
     return g
@@ -681,7 +683,7 @@ def tiny_hires_2x(oi) -> Graph:
     g.connect(draft.out(0), upscale, "samples")
     tiny_second_pass(g, swd, pos, neg, upscale.out(0), 0.75, "tiny_hires_2x", 1280)
     big = 2 * TINY_PX
-    g.note(f"## Tiny demo · SwD hires fix · {TINY_PX} → {big} px\nA {TINY_PX}×{TINY_PX} draft, upscaled ×2 in "
+    g.note(f"## Tiny demo · SwD hires fix · {TINY_PX} \u2192 {big} px\nA {TINY_PX}×{TINY_PX} draft, upscaled ×2 in "
            f"latent space and finished at {big}×{big} by the last steps of the same preset: SwD's later steps are "
            f"an upscaler.\n\n- {DENOISE_RULE}\n- **Use 0.6–0.75** on the upscaled latent: "
            f"{steps_md(0.75, big, TINY)}; {steps_md(0.6, big, TINY)}. Higher redraws more and may change the "
@@ -717,7 +719,8 @@ def tiny_inpaint(oi) -> Graph:
            f"input file.\n\n- {DENOISE_RULE}\n- **Use 1.0**: the old shape must go entirely, so all 4 steps "
            "compose the new one from noise, in the context of the kept background. 0.6–0.8 keeps what is under "
            "the mask and only changes it (e.g. its colour).\n- *Mask*: change the box's size and the "
-           "composite's x, y; with your own picture, Load Image's MASK (painted in its mask editor) can replace it.\n- The caption describes the whole picture "
+           "composite's x, y; with your own picture, Load Image's MASK (painted in its mask editor) can replace "
+           "it.\n- The caption describes the whole picture "
            "with the new part; the scenes have one shape, so put the new one where the old one was.\n"
            + OWN_PICTURE + f"\n\n{TINY_GRAMMAR}\n\n{TINY_ABOUT}", (40, 400), [360, 1000])
     return g

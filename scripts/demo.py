@@ -1,6 +1,16 @@
-"""`make demo`: the SD3.5 Medium SwD workflow, headless, through ComfyUI's /prompt API.
+"""`make demo`: SwD in real ComfyUI, headless, through its /prompt API.
 
-Starts ComfyUI 0.30 with the pack, runs workflows/swd_sd35_medium_6steps.json, and writes to demo_output/:
+By default it runs the pack's own tiny family (models/: a tiny SD3-architecture teacher and the SwD student LoRA
+distilled from it by swd_distill/), which draws real pictures of the data card's scenes on a CPU, and writes to
+demo_output/:
+  tiny_swd_grid.png           16 captions drawn by the SwD student (4 scale-wise steps, cfg 1)
+  tiny_teacher_28_grid.png    the same captions and seeds by the teacher, 28 steps (euler, cfg 3)
+  tiny_teacher_2_grid.png     ... and by the teacher in 2 full-resolution steps (the same compute as SwD's 4)
+  tiny_swd_scale_<i>_<w>x<h>.png  the student's x0 after each SwD step for the first caption, smallest first
+  tiny_captions.txt           the captions, in grid order (left to right, top to bottom)
+  timings.json                the sampler wall times printed in the table
+
+With real models it runs the SD3.5 Medium workflow (workflows/swd_sd35_medium_6steps.json) and writes:
   swd_final.png             the workflow's image
   swd_scale_<i>_<w>x<h>.png  x0 after each SwD step (decoded), smallest first
   ksampler_full_res.png     the same model, prompt and seed through the stock KSampler at the final size, same steps
@@ -10,7 +20,6 @@ Real models are used when present: SWD_CHECKPOINT (an SD3.5 checkpoint, e.g. sd3
 (an SwD LoRA, e.g. swd-medium-6-steps.safetensors), or those file names in ComfyUI's models/checkpoints and
 models/loras. The text encoders clip_l, clip_g and t5xxl_fp16 are looked up in SWD_TEXT_ENCODERS (a folder) and
 ComfyUI's models/text_encoders and models/clip. SWD_SIZE sets the final size (1024 or e.g. 1344x768).
-Without them it substitutes tiny seeded models (random weights: the images are noise) and says so.
 """
 from __future__ import annotations
 
@@ -18,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from comfy_harness import ComfyServer, comfyui_path  # noqa: E402
-from tiny_workflows import load, with_tiny_models, write_tiny_lora  # noqa: E402
+from tiny_workflows import load  # noqa: E402
 from workflow_to_api import to_api  # noqa: E402
 
 from swd_sampler.schedule import PRESETS, resolve, step_sizes  # noqa: E402
@@ -37,7 +45,7 @@ from swd_sampler.schedule import PRESETS, resolve, step_sizes  # noqa: E402
 WORKFLOW = "swd_sd35_medium_6steps"
 OUT = Path(os.environ.get("SWD_DEMO_OUTPUT") or REPO / "demo_output")
 TEXT_ENCODERS = ("clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors")
-TINY_SIZE = 512  # final size in px with tiny models: small enough for 2 CPU cores
+TINY_CAPTIONS = 16
 TIMED_RUNS = 3
 
 
@@ -69,10 +77,10 @@ def find_real_models() -> dict | None:
     return {"checkpoint": ckpt, "lora": lora, "text_encoders": encoders}
 
 
-def final_size(real: bool) -> tuple[int, int]:
+def final_size() -> tuple[int, int]:
     text = os.environ.get("SWD_SIZE")
     if not text:
-        return (1024, 1024) if real else (TINY_SIZE, TINY_SIZE)
+        return 1024, 1024
     w, _, h = text.lower().partition("x")
     return int(w), int(h or w)
 
@@ -114,49 +122,31 @@ class Runner:
         return durations, images, messages
 
 
-def main():
-    started = time.perf_counter()
-    real = find_real_models()
-    width, height = final_size(real is not None)
-    if real is None:
-        banner(["TINY STAND-IN MODELS: no SD3.5 checkpoint and SwD LoRA were found, and nothing can be downloaded.",
-                "Tiny seeded random models replace the checkpoint, text encoders, VAE and LoRA:",
-                "RANDOM WEIGHTS GIVE NOISE IMAGES. The graph, the pack's nodes and the timings are real.",
-                "Real models: SWD_CHECKPOINT=/path/sd3.5_medium.safetensors SWD_LORA=/path/swd-medium-6-steps.safetensors",
-                "             (plus clip_l/clip_g/t5xxl_fp16 in ComfyUI/models/text_encoders) make demo"])
-    else:
-        print(f"Real models: {real['checkpoint']}, {real['lora']}, {', '.join(map(str, real['text_encoders']))}")
+def sd35_demo(real: dict, started: float):
+    """The SD3.5 Medium workflow with real models (SWD_CHECKPOINT / SWD_LORA)."""
+    width, height = final_size()
+    print(f"Real models: {real['checkpoint']}, {real['lora']}, {', '.join(map(str, real['text_encoders']))}")
 
     import torch
-    cpu = real is None or not torch.cuda.is_available()
+    cpu = not torch.cuda.is_available()
     base = Path(tempfile.mkdtemp(prefix="swd-demo-"))
     server = ComfyServer(base)
-    server.prepare(extra_custom_nodes=[("swd_test_nodes", REPO / "tests" / "comfy_test_nodes")])
+    server.prepare()
     workflow = load(WORKFLOW)
-    lora_node = next(n for n in workflow["nodes"] if n["type"] == "SwDLoraLoader")
-    if real is None:
-        subprocess.run([sys.executable, str(REPO / "tests" / "tiny_models.py"), str(server.models_dir / "diffusion_models")],
-                       check=True, env={**os.environ, "PYTHONPATH": str(comfyui_path())})
-        lora_name = lora_node["widgets_values"][0]
-        write_tiny_lora(server.models_dir / "loras" / lora_name, "sd3")
-    else:
-        link(real["checkpoint"], server.models_dir / "checkpoints" / real["checkpoint"].name)
-        for path in real["text_encoders"]:
-            link(path, server.models_dir / "text_encoders" / path.name)
-        lora = real["lora"]  # keep its name (and folder, for adapter_model.safetensors): the loader reads the preset from it
-        lora_name = f"{lora.parent.name}/{lora.name}" if lora.name == "adapter_model.safetensors" else lora.name
-        link(lora, server.models_dir / "loras" / lora_name)
-        if (lora.parent / "adapter_config.json").exists():  # PEFT's alpha, read by the loader from beside the file
-            link(lora.parent / "adapter_config.json", (server.models_dir / "loras" / lora_name).parent / "adapter_config.json")
+    link(real["checkpoint"], server.models_dir / "checkpoints" / real["checkpoint"].name)
+    for path in real["text_encoders"]:
+        link(path, server.models_dir / "text_encoders" / path.name)
+    lora = real["lora"]  # keep its name (and folder, for adapter_model.safetensors): the loader reads the preset from it
+    lora_name = f"{lora.parent.name}/{lora.name}" if lora.name == "adapter_model.safetensors" else lora.name
+    link(lora, server.models_dir / "loras" / lora_name)
+    if (lora.parent / "adapter_config.json").exists():  # PEFT's alpha, read by the loader from beside the file
+        link(lora.parent / "adapter_config.json", (server.models_dir / "loras" / lora_name).parent / "adapter_config.json")
 
     print(f"Starting ComfyUI ({'CPU' if cpu else 'GPU'}) ...", flush=True)
     server.start(cpu=cpu)
     try:
         prompt = to_api(workflow, server.object_info())
-        if real is None:
-            prompt = with_tiny_models(prompt, "sd3", tag="demo", shrink=1)
-        else:
-            prompt[by_class(prompt, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"] = real["checkpoint"].name
+        prompt[by_class(prompt, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"] = real["checkpoint"].name
         prompt[by_class(prompt, "SwDLoraLoader")]["inputs"]["lora_name"] = lora_name
         latent_id, swd_id, save_id = (by_class(prompt, c) for c in ("EmptySD3LatentImage", "SwDKSampler", "SaveImage"))
         prompt[latent_id]["inputs"].update(width=width, height=height)
@@ -213,7 +203,7 @@ def main():
         baseline["ks_save"] = {"class_type": "SaveImage", "inputs": {"images": [decode_id, 0],
                                                                       "filename_prefix": "demo/ksampler"}}
         times = {"swd": [], "ksampler": []}
-        for r in range(TIMED_RUNS if real is None else 1):
+        for r in range(1):
             seed = swd["seed"] + 1 + r  # a new seed per run, so that only the sampler and what follows re-run
             timed = json.loads(json.dumps(prompt))
             timed[swd_id]["inputs"]["seed"] = seed
@@ -226,11 +216,11 @@ def main():
             if r == 0:
                 shutil.copy(images["ks_save"], OUT / "ksampler_full_res.png")
         swd_t, ks_t = statistics.median(times["swd"]), statistics.median(times["ksampler"])
-        steps_px = " → ".join(f"{w * 8}x{h * 8}" for h, w in sizes)
+        steps_px = " -> ".join(f"{w * 8}x{h * 8}" for h, w in sizes)
         rows = [("SwD (SwDKSampler)", f"{len(scales)}", steps_px, swd_t),
                 ("stock KSampler (euler/simple)", f"{len(scales)}", f"{width}x{height} every step", ks_t)]
         (OUT / "timings.json").write_text(json.dumps({
-            "models": "tiny stand-ins (random weights)" if real is None else {k: str(v) for k, v in real.items()},
+            "models": {k: str(v) for k, v in real.items()},
             "device": "cpu" if cpu else "cuda", "preset": preset, "final_size": [width, height],
             "steps": len(scales), "step_sizes_px": [[w * 8, h * 8] for h, w in sizes], "runs": times,
             "median_s": {"swd": swd_t, "ksampler": ks_t}}, indent=1, ensure_ascii=False))
@@ -239,8 +229,7 @@ def main():
         shutil.rmtree(base, ignore_errors=True)
 
     print()
-    print(f"Sampler wall time, median of {len(times['swd'])} run(s), models loaded"
-          f"{' — TINY RANDOM MODELS' if real is None else ''} ({'CPU' if cpu else 'GPU'}):")
+    print(f"Sampler wall time, models loaded ({'CPU' if cpu else 'GPU'}):")
     head = ("method", "steps", "sizes", "time")
     widths = [max(len(head[0]), *(len(r[0]) for r in rows)), 5, max(len(head[2]), *(len(r[2]) for r in rows)), 9]
     print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)))
@@ -256,9 +245,92 @@ def main():
                  OUT / "prompt_api.json"]:
         print(f"  {path}")
     print(f"  (the last scale {'is identical to' if same else 'DIFFERS from'} swd_final.png, as it should be)")
-    if real is None:
-        banner(["Reminder: TINY RANDOM MODELS were used, so the images are noise by design."])
     print(f"make demo finished in {time.perf_counter() - started:.0f} s")
+
+
+def grid(paths: list[Path], out: Path, columns: int = 4):
+    from PIL import Image
+    tiles = [Image.open(p).convert("RGB") for p in paths]
+    w, h = tiles[0].size
+    sheet = Image.new("RGB", (columns * w + (columns - 1) * 4, -(-len(tiles) // columns) * (h + 4) - 4), "white")
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, ((k % columns) * (w + 4), (k // columns) * (h + 4)))
+    sheet.save(out)
+
+
+def tiny_demo(started: float):
+    """The shipped tiny family: grids of 16 captions (SwD student, teacher 28 and 2 steps), the student's picture
+    after every scale, and the sampler timings."""
+    from swd_distill.evaluate import prompt as tiny_prompt
+    from swd_distill.evaluate import run_timed, sampler_nodes
+    from swd_distill.scenes import make_dataset, scene_of
+    from swd_distill.tiny import TINY_PRESET
+
+    banner(["The pack's TINY FAMILY: an SD3-architecture teacher (1.1 M parameters) trained on drawn scenes and its",
+            "SwD student LoRA, both made by swd_distill/ (make retrain-tiny) and shipped in models/.",
+            "Real SD3.5: SWD_CHECKPOINT=/path/sd3.5_medium.safetensors SWD_LORA=/path/swd-medium-6-steps.safetensors"],
+           colour="36")
+    captions = [scene_of(labels).caption for labels in make_dataset(TINY_CAPTIONS, 7)[1]]
+    rows = [("SwD student (SwDKSampler)", "4 scale-wise", sampler_nodes("swd"), "tiny_swd_grid.png"),
+            ("teacher (KSampler euler, cfg 3)", "28", sampler_nodes("ksampler", 28, 3.0), "tiny_teacher_28_grid.png"),
+            ("teacher (KSampler euler, cfg 3)", "2", sampler_nodes("ksampler", 2, 3.0), "tiny_teacher_2_grid.png")]
+    base = Path(tempfile.mkdtemp(prefix="swd-demo-"))
+    server = ComfyServer(base)
+    server.prepare()
+    print("Starting ComfyUI (CPU) ...", flush=True)
+    server.start(cpu=True)
+    OUT.mkdir(exist_ok=True)
+    for old in list(OUT.glob("*.png")) + [OUT / "timings.json", OUT / "tiny_captions.txt"]:
+        old.unlink(missing_ok=True)
+    (OUT / "tiny_captions.txt").write_text("\n".join(captions) + "\n")
+    times = {}
+    try:
+        for name, steps, nodes, out in rows:
+            run_timed(server, tiny_prompt(nodes, captions[:1], 999, "demo/warmup"))  # loads the models
+            runs = []
+            for r in range(TIMED_RUNS):
+                paths, seconds = run_timed(server, tiny_prompt(nodes, captions, r, f"demo/{out[:-4]}"))
+                runs.append(seconds)
+                if r == 0:
+                    grid(paths, OUT / out)
+            times[f"{name}, {steps} steps"] = runs
+        # the student's x0 after each scale: a run cut after step i returns exactly step i's x0 (same noise draws)
+        preset = PRESETS[TINY_PRESET]
+        sizes = step_sizes(preset.scales, 16, 16, 2)
+        scale_paths = []
+        for i, (h, w) in enumerate(sizes):
+            nodes = sampler_nodes("swd")
+            nodes["sampler"]["inputs"].update(preset="custom", scales=", ".join(f"{s:g}" for s in preset.scales[:i + 1]),
+                                              sigmas=", ".join(f"{s:g}" for s in (*preset.sigmas[:i + 1], 0.0)))
+            p = tiny_prompt(nodes, captions[:1], 0, f"demo/scale_{i + 1}")
+            p["latent"]["inputs"].update(width=w * 8, height=h * 8)
+            paths, _ = run_timed(server, p)
+            scale_paths.append(OUT / f"tiny_swd_scale_{i + 1}_{w * 8}x{h * 8}.png")
+            shutil.copy(paths[0], scale_paths[-1])
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    (OUT / "timings.json").write_text(json.dumps({"models": "tiny family (models/)", "device": "cpu",
+                                                  "captions": len(captions), "runs_s": times, "median_s": medians},
+                                                 indent=1, ensure_ascii=False))
+    print(f"\nSampler wall time for {len(captions)} captions (one batch), median of {TIMED_RUNS} runs, CPU:")
+    swd = medians[next(iter(medians))]
+    for name, t in medians.items():
+        print(f"  {name:<48} {t:7.3f} s  ({1000 * t / len(captions):6.1f} ms/image, {t / swd:5.1f}x SwD's time)")
+    print(f"\nOutputs in {OUT}/ (captions in grid order in tiny_captions.txt, first: {captions[0]!r}):")
+    for path in [*(OUT / r[3] for r in rows), *scale_paths, OUT / "timings.json"]:
+        print(f"  {path}")
+    print(f"make demo finished in {time.perf_counter() - started:.0f} s")
+
+
+def main():
+    started = time.perf_counter()
+    real = find_real_models()
+    if real is None:
+        tiny_demo(started)
+    else:
+        sd35_demo(real, started)
 
 
 if __name__ == "__main__":

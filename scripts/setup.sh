@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent environment setup for swd-comfyui (progress on stderr, so that `make -s bench` prints pure JSON):
 # .venv (Python 3.11), torch, ComfyUI 0.30.0 and its requirements,
-# the pack linked into ComfyUI's custom_nodes. Each step leaves a stamp; a second run skips finished steps.
+# the pack linked into ComfyUI's custom_nodes, and Debian's chromium for the browser tests (scripts/chromium.sh).
+# Each step leaves a stamp; a second run skips finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -85,4 +86,7 @@ if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then
   [ -e "$link" ] && [ ! -L "$link" ] && fail "$link exists and is not a link: remove it first"
   ln -sfn "$ROOT" "$link"
 fi
+# 6. Debian's chromium for the browser tests: installed when missing and we are root, else the command is printed
+source "$ROOT/scripts/chromium.sh"
+chromium_setup || fail "could not install chromium"
 step "setup complete: ComfyUI at $COMFY, venv at $VENV"

@@ -30,7 +30,8 @@ PANEL, LABEL = 256, 16
 def images_of(server: ComfyServer, prompt: dict, result, kind: str) -> list[Path]:
     """The files the prompt's PreviewImage or SaveImage node (kind) wrote."""
     node = next(i for i, n in prompt.items() if n["class_type"] == kind)
-    return [server.base_dir / i["type"] / i.get("subfolder", "") / i["filename"] for i in result.outputs[node]["images"]]
+    return [server.base_dir / i["type"] / i.get("subfolder", "") / i["filename"]
+            for i in result.outputs[node]["images"]]
 
 
 def captions(prompt: dict) -> list[str]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from swd_sampler.resize import resize
 from swd_sampler.schedule import PRESETS, step_sizes
@@ -96,7 +96,8 @@ def patch_loss(f_student: torch.Tensor, f_real: torch.Tensor, kernel: str, c: fl
     return (k[:, :n, :n].mean((1, 2)) + k[:, n:, n:].mean((1, 2)) - 2 * k[:, :n, n:].mean((1, 2))).mean()
 
 
-def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bool = False) -> Path:
+def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bool = False) -> list[dict]:
+    """Distil, write the student LoRA (fp16, PEFT keys) to `out`; returns the losses of every step run."""
     par = Parallel()
     dev = par.device
     net = build_mmdit(0)
@@ -119,6 +120,7 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
     optimizers = {"student": opt, "fake": fake_opt}
     start = load_checkpoint(checkpoint, tensors, optimizers) if resume and checkpoint.exists() else 0
     progress = Progress(cfg.steps, start, "student", par.main)
+    history = []
 
     def sample(step: int, stream: int):
         """(student input, its sigma (B,), data latent z at the scale, context, pooled, generator)."""
@@ -188,17 +190,15 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
         opt.step()
         for p in fake:
             p.grad = None  # the patch loss reaches the fake adapter too; only the student learns from it
-        progress.update(**{k: par.mean(v) for k, v in logs.items()})
+        history.append({k: par.mean(v) for k, v in logs.items()})
+        progress.update(**history[-1])
         if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(checkpoint, tensors, optimizers, step + 1)
-    seconds = progress.close()
-    if par.main:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        lora = {k: v.to(torch.float16).contiguous() for k, v in peft_state_dict(net.cpu(), "student").items()}
-        save_file(lora, str(out), metadata={"swd_preset": TINY_PRESET, "swd_tiny": "student", "rank": str(cfg.rank),
-                                            "steps": str(cfg.steps), "seed": str(cfg.seed),
-                                            "train_seconds": f"{seconds:.0f}", "patch": cfg.patch,
-                                            "dmd": str(cfg.dmd)})
+    progress.close()
+    lora = {k: v.to(torch.float16).contiguous() for k, v in peft_state_dict(net.cpu(), "student").items()}
+    par.save_weights(out, lora, {"swd_preset": TINY_PRESET, "swd_tiny": "student", "rank": str(cfg.rank),
+                                 "steps": str(cfg.steps), "seed": str(cfg.seed),
+                                 "patch": cfg.patch, "dmd": str(cfg.dmd)}, work)
     par.close()
-    return out
+    return history
 

@@ -7,6 +7,8 @@ mild Gaussian noise, and must reach 99 % all-attribute accuracy on fresh scenes 
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -20,10 +22,9 @@ CLASSES = [len(v) for v in ATTRIBUTES.values()]
 class Judge(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 32, 3, padding=1), nn.GELU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(128, 128, 3, padding=1), nn.GELU())
+        def conv(cin, cout, stride=1):
+            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+        self.body = nn.Sequential(*conv(3, 16), *conv(16, 32, 2), *conv(32, 32), *conv(32, 64, 2), *conv(64, 128))
         # positions need where, not only what: pool to 2x2 cells (the four quadrants) before the features
         self.features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(512, 128), nn.GELU())
         self.heads = nn.ModuleList(nn.Linear(128, n) for n in CLASSES)
@@ -54,7 +55,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return F.interpolate(x, size=(SIDE, SIDE), mode="area") if x.shape[-1] != SIDE else x
 
 
-def train_judge(seed: int = 1234, count: int = 24000, epochs: int = 3) -> Judge:
+def train_judge(seed: int = 1234, count: int = 10000, epochs: int = 6) -> Judge:
     torch.manual_seed(seed)
     images, labels = make_dataset(count, seed)
     x, y = to_tensor(images), torch.from_numpy(labels)
@@ -76,6 +77,8 @@ def train_judge(seed: int = 1234, count: int = 24000, epochs: int = 3) -> Judge:
             sched.step()
     test_images, test_labels = make_dataset(2000, seed + 1)
     accuracy = attribute_accuracy(judge.predict(to_tensor(test_images))[0], torch.from_numpy(test_labels))
+    per = (judge.predict(to_tensor(test_images))[0] == torch.from_numpy(test_labels)).float().mean(0)
+    print("judge per attribute:", per.tolist(), file=sys.stderr)
     if accuracy < 0.99:
         raise RuntimeError(f"the judge reached only {accuracy:.3f} all-attribute accuracy on real scenes")
     return judge

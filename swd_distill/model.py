@@ -207,5 +207,5 @@ def block_features(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, context
     c = net.t_embedder(sigma * 1000.0, dtype=x.dtype) + net.y_embedder(pooled)
     context = net.context_embedder(context)
     for b in net.joint_blocks[:block + 1]:
-        context, h = b(context, h, c=c)
+        context, h = b(context, h, c=c, use_checkpoint=False)
     return h

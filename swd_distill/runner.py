@@ -56,6 +56,16 @@ class Parallel:
         dist.all_reduce(t)
         return float(t) / self.world
 
+    def save_weights(self, out: Path, weights: dict[str, torch.Tensor], metadata: dict[str, str], work: Path) -> None:
+        """Rank 0 writes the result to `out`; with several processes every rank also writes its own copy to
+        work/final.rank<r>.safetensors, which shows that the ranks hold identical weights."""
+        if self.main:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file(weights, str(out), metadata={**metadata, "processes": str(self.world)})
+        if self.world > 1:
+            work.mkdir(parents=True, exist_ok=True)
+            save_file(weights, str(work / f"final.rank{self.rank}.safetensors"))
+
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
@@ -113,5 +123,9 @@ class Progress:
         self.bar.update(1)
 
     def close(self) -> float:
+        """Close the bar and print the wall time of this run; returns it in seconds."""
         self.bar.close()
-        return time.monotonic() - self.start_time
+        seconds = time.monotonic() - self.start_time
+        if not self.bar.disable:
+            print(f"{self.bar.desc}: {self.bar.n} steps, this run took {seconds / 60:.1f} min", file=sys.stderr)
+        return seconds

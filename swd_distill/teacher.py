@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from . import data
 from .model import build_mmdit
@@ -58,7 +57,8 @@ def teacher_loss(net, step: int, cfg: TeacherConfig, par: Parallel) -> torch.Ten
     return (v - (eps - x0).to(dev)).square().mean()
 
 
-def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = False) -> Path:
+def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = False) -> list[float]:
+    """Train, write the EMA weights (fp16, ComfyUI keys) to `out`; returns the loss of every step run."""
     par = Parallel()
     net = build_mmdit(cfg.seed).to(par.device)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -69,6 +69,7 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
     tensors = {**{f"net.{k}": v for k, v in net.state_dict().items()}, **{f"ema.{k}": v for k, v in ema.items()}}
     start = load_checkpoint(checkpoint, tensors, {"opt": opt}) if resume and checkpoint.exists() else 0
     progress = Progress(cfg.steps, start, "teacher", par.main)
+    losses = []
     for step in range(start, cfg.steps):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
@@ -81,14 +82,12 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
         with torch.no_grad():
             for k, v in net.state_dict().items():
                 ema[k].lerp_(v, 1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(v)
-        progress.update(loss=par.mean(loss.item()))
+        losses.append(par.mean(loss.item()))
+        progress.update(loss=losses[-1])
         if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(checkpoint, tensors, {"opt": opt}, step + 1)
-    seconds = progress.close()
-    if par.main:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.to(torch.float16).contiguous() for k, v in ema.items()}, str(out),
-                  metadata={"swd_tiny": "teacher", "steps": str(cfg.steps), "seed": str(cfg.seed),
-                            "train_seconds": f"{seconds:.0f}"})
+    progress.close()
+    weights = {k: v.to(torch.float16).contiguous() for k, v in ema.items()}
+    par.save_weights(out, weights, {"swd_tiny": "teacher", "steps": str(cfg.steps), "seed": str(cfg.seed)}, work)
     par.close()
-    return out
+    return losses

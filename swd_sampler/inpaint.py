@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import SwDError
 
-class MaskError(ValueError):
+
+class MaskError(SwDError):
     """A noise mask cannot be used with the latent; the message names both sizes and the fix."""
 
 

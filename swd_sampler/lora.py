@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import torch
 from safetensors import safe_open
 
+from .errors import SwDError
 from .schedule import PRESETS
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -44,7 +45,7 @@ _PARTS = (("lora_A.weight", "down"), ("lora_down.weight", "down"), ("lora_B.weig
           ("lora_up.weight", "up"), ("alpha", "alpha"))
 
 
-class LoraError(ValueError):
+class LoraError(SwDError):
     """A LoRA file that cannot be applied; the message names the file and the fix."""
 
 
@@ -209,6 +210,7 @@ def read_lora(path: str | Path, display_name: str | None = None) -> SwDLora:
     path = Path(path)
     name = display_name or path.name
     tensors, metadata = read_safetensors(path, name)
+    check_finite_weights(tensors, name)
     config, config_source = _peft_config(path, metadata, name)
     parts, unrecognised = _group(tensors)
     modules, alpha_sources = {}, set()
@@ -232,6 +234,17 @@ def read_lora(path: str | Path, display_name: str | None = None) -> SwDLora:
                                f"{len(tensors)} tensors); pick a LoRA file.")
     return SwDLora(path, name, modules, tuple(sorted(unrecognised)), metadata, config,
                    ", ".join(sorted(alpha_sources)), detect_architecture(modules.values()))
+
+
+def check_finite_weights(tensors: Mapping[str, torch.Tensor], name: str) -> None:
+    """Refuse NaN or infinite values: applied, they turn every image black or into noise without a word."""
+    bad = sorted(k for k, t in tensors.items()
+                 if t.is_floating_point() and not torch.isfinite(t if t.element_size() > 1 else t.float()).all())
+    if bad:
+        raise CorruptLoraError(f"{name}: {len(bad)} of its {len(tensors)} tensors hold NaN or infinite values, e.g. "
+                               f"{', '.join(bad[:SHOWN])}; applied, they would make every image black or noise. The "
+                               f"file is damaged or comes from a training run that diverged: download it again or use "
+                               f"another checkpoint.")
 
 
 def _group(tensors: Mapping[str, torch.Tensor]):

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
+
+from .errors import SwDError
 
 CUSTOM = "custom"
 
@@ -48,13 +51,42 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 DEFAULT_PRESET = "SD3.5 Medium · 6 steps"
 PRESET_NAMES = [*PRESETS, CUSTOM]
+MAX_STEPS = 64  # SwD runs 4-6 steps; a longer list is a paste gone wrong, not a schedule
 
 
-class ScheduleError(ValueError):
+class ScheduleError(SwDError):
     """A schedule the user wrote (or picked) cannot be used; the message names the input and the fix."""
 
 
+# Characters that look like ASCII separators or signs but are not (NFKC handles full-width forms).
+_LOOKALIKES = {"\u2212": "-", "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+               "\u201a": ",", "\u060c": ",", "\u3001": ",", "\u066b": ".", "\u066c": ","}
+
+
+def _check_characters(text: str, name: str) -> None:
+    """Refuse any non-ASCII character except white space, naming it and its ASCII replacement (Python's float()
+    would accept some of them, e.g. Arabic-Indic digits, and others give an unhelpful "not a number")."""
+    for i, c in enumerate(text, 1):
+        if c.isascii() or c.isspace():
+            continue
+        plain = _LOOKALIKES.get(c) or unicodedata.normalize("NFKC", c)
+        fix = f"type {plain!r} instead" if plain.isascii() and plain.strip() else "delete it"
+        raise ScheduleError(f"{name}: character {i} is U+{ord(c):04X} {unicodedata.name(c, '(unnamed)')}, which "
+                            f"only looks like part of a number; {fix}. Write plain ASCII digits, '.' for decimals "
+                            f"and ',' between numbers, e.g. {_EXAMPLES[name]}.")
+
+
+def _decimal_comma_error(text: str, name: str) -> ScheduleError | None:
+    """A European decimal comma ("1,0; 0,8") splits every number in two; say so instead of blaming the values."""
+    if not (text.isascii() and re.search(r"\d,\d", text) and re.search(r"[;\s]", text.strip())):
+        return None
+    fixed = re.sub(r"\s*;\s*|\s+", ", ", re.sub(r"(\d),(\d)", r"\1.\2", text.strip()))
+    return ScheduleError(f"{name}: {text.strip()!r} looks like it uses decimal commas (1,0 for 1.0). Write "
+                         f"decimals with a point and separate the numbers with commas: {fixed!r}.")
+
+
 def _numbers(text: str, name: str) -> list[float]:
+    _check_characters(text, name)
     parts = [p for p in re.split(r"[,\s;]+", text.strip().strip("[]()")) if p]
     if not parts:
         raise ScheduleError(f"{name} is empty: give comma-separated numbers, e.g. {_EXAMPLES[name]}.")
@@ -66,8 +98,12 @@ def _numbers(text: str, name: str) -> list[float]:
             raise ScheduleError(f"{name}: {p!r} is not a number; write comma-separated numbers, "
                                 f"e.g. {_EXAMPLES[name]}.") from None
         if not math.isfinite(v):
-            raise ScheduleError(f"{name}: {p!r} is not a finite number.")
+            raise ScheduleError(f"{name}: {p!r} is not a finite number; write finite numbers, e.g. "
+                                f"{_EXAMPLES[name]}.")
         values.append(v)
+    if len(values) > MAX_STEPS + (name == "sigmas"):
+        raise ScheduleError(f"{name} has {len(values)} values; SwD schedules have at most {MAX_STEPS} steps (the "
+                            f"released ones 4-6). Check that the right text was pasted, e.g. {_EXAMPLES[name]}.")
     return values
 
 
@@ -76,14 +112,22 @@ _EXAMPLES = {"scales": "32, 48, 64, 80, 96, 128 or 0.25, 0.5, 0.75, 1.0",
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
-    """Latent side lengths or fractions ending at 1.0; positive and never decreasing."""
-    scales = _numbers(text, "scales")
+    """Latent side lengths or fractions ending at 1.0; positive and never decreasing, the last one the largest."""
+    try:
+        return _checked_scales(_numbers(text, "scales"), text)
+    except ScheduleError as e:
+        raise _decimal_comma_error(text, "scales") or e from None
+
+
+def _checked_scales(scales: list[float], text: str) -> tuple[float, ...]:
     if any(s <= 0 for s in scales):
         raise ScheduleError(f"scales must all be positive, got {text.strip()!r}.")
     for a, b in zip(scales, scales[1:]):
         if b < a:
+            final = (f" The last scale ({scales[-1]:g}) is the final size, so none may be larger than it."
+                     if max(scales) > scales[-1] else "")
             raise ScheduleError(f"scales must never decrease (SwD only upscales), but {b:g} follows {a:g} "
-                                f"in {text.strip()!r}.")
+                                f"in {text.strip()!r}.{final}")
     return tuple(scales)
 
 
@@ -93,10 +137,13 @@ def parse_sigmas(text: str, steps: int | None = None) -> tuple[float, ...]:
     The closing 0 may be left out when the count says so: with `steps` model calls, `steps` values get a 0
     appended; `steps + 1` values must end with 0.
     """
-    sigmas = _numbers(text, "sigmas")
-    if steps is not None and len(sigmas) == steps and sigmas[-1] != 0.0:
-        sigmas.append(0.0)
-    validate_sigmas(sigmas)
+    try:
+        sigmas = _numbers(text, "sigmas")
+        if steps is not None and len(sigmas) == steps and sigmas[-1] != 0.0:
+            sigmas.append(0.0)
+        validate_sigmas(sigmas)
+    except ScheduleError as e:
+        raise _decimal_comma_error(text, "sigmas") or e from None
     return tuple(sigmas)
 
 
@@ -140,6 +187,9 @@ def step_sizes(scales, height: int, width: int, patch: int = 1) -> list[tuple[in
     h_i = p * floor(height * s_i / (s_last * p) + 1/2), at least p (nearest multiple of the patch size, halves
     round up; exact rational arithmetic so that halves are halves). The last size is exactly (height, width).
     """
+    if height < patch or width < patch:
+        raise ScheduleError(f"the final latent size {height}x{width} is empty or smaller than the model's patch size "
+                            f"{patch}; use an image of at least {8 * patch}x{8 * patch} pixels.")
     if height % patch or width % patch:
         raise ScheduleError(f"the final latent size {height}x{width} is not a multiple of the model's patch size "
                             f"{patch}; pick a width and height divisible by {8 * patch} pixels.")

@@ -20,12 +20,13 @@ from fractions import Fraction
 
 import torch
 
+from .errors import SwDError
 from .renoise import renoise_eps, renoise_flow
 from .resize import DEFAULT_UPSCALE_METHOD, resize
 from .sampling import noise_draws
 
 
-class UpscaleRenoiseError(ValueError):
+class UpscaleRenoiseError(SwDError):
     """An input cannot be used; the message names the input and the fix."""
 
 

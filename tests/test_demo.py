@@ -1,38 +1,38 @@
-"""`make demo` (scripts/demo.py) end to end with tiny models: outputs and the timing table (its wall time is printed,
-not asserted: timings are figures, never test conditions)."""
+"""`make demo` (scripts/demo.py) end to end with the shipped tiny family: grids, per-scale pictures and the timing
+table (its wall time is printed, not asserted: timings are figures, never test conditions)."""
 import json
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 from PIL import Image
 
 from comfy_harness import REPO
 
 
-def test_demo_runs_the_sd35_workflow_on_tiny_models_and_reports_images_and_timings(tmp_path):
+def test_demo_draws_the_tiny_family_and_reports_grids_scales_and_timings(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWD_")}
     env["SWD_DEMO_OUTPUT"] = str(tmp_path)
     start = time.monotonic()
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py")], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
     elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "TINY STAND-IN MODELS" in out and "RANDOM WEIGHTS GIVE NOISE IMAGES" in out
-    assert "SwD (SwDKSampler)" in out and "stock KSampler" in out and "faster" in out
-    assert "is identical to swd_final.png" in out
+    assert "TINY FAMILY" in out and "SwD student (SwDKSampler)" in out and "x SwD's time" in out
+    captions = (tmp_path / "tiny_captions.txt").read_text().splitlines()
+    assert len(captions) == 16
+    for name in ("tiny_swd_grid.png", "tiny_teacher_28_grid.png", "tiny_teacher_2_grid.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size == (4 * 128 + 12, 4 * 128 + 12)
+            tiles = np.asarray(im.convert("RGB"), dtype=float)
+        assert tiles.std() > 20  # pictures, not a flat colour
+        assert str(tmp_path / name) in out
+    for i, side in enumerate((64, 80, 96, 128), start=1):
+        with Image.open(tmp_path / f"tiny_swd_scale_{i}_{side}x{side}.png") as im:
+            assert im.size == (side, side)
     timings = json.loads((tmp_path / "timings.json").read_text())
-    sizes = timings["step_sizes_px"]
-    assert timings["steps"] == 6 and sizes[-1] == timings["final_size"] == [512, 512]
-    assert all(t > 0 for t in timings["runs"]["swd"] + timings["runs"]["ksampler"])
-    with Image.open(tmp_path / "swd_final.png") as im:
-        assert im.size == (512, 512)
-    for i, (w, h) in enumerate(sizes, start=1):
-        with Image.open(tmp_path / f"swd_scale_{i}_{w}x{h}.png") as im:
-            assert im.size == (w, h)
-        assert str(tmp_path / f"swd_scale_{i}_{w}x{h}.png") in out
-    with Image.open(tmp_path / "ksampler_full_res.png") as im:
-        assert im.size == (512, 512)
-    print(f"make demo took {elapsed:.0f} s (budget: 3 min after setup; reported, never asserted)")
+    assert len(timings["median_s"]) == 3 and all(t > 0 for t in timings["median_s"].values())
+    print(f"make demo took {elapsed:.0f} s (reported, never asserted)")

@@ -32,7 +32,7 @@ def model_files(name: str) -> dict[str, str]:
 def server(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.fail("the browser tests need Debian's chromium at /usr/bin/chromium: "
-                    "apt-get update && apt-get install -y chromium  (.ci/run installs it)")
+                    "apt-get update && apt-get install -y chromium  (make setup installs it when run as root)")
     srv = ComfyServer(tmp_path_factory.mktemp("frontend"))
     srv.prepare()
     write_input_image(srv.input_dir)  # the picture the img2img and inpainting workflows load (ComfyUI ships one)

@@ -128,7 +128,7 @@ def test_chain_of_stock_one_step_samplers_computes_the_swd_recurrence(comfy, cha
             node_deltas.append(max_diff(handed, x / (1 - s) if flow else x) / max(1.0, s))
     final = to_model(family, result.latent(f"save_x0{len(sizes) - 1}"))
     final_delta = max_diff(final, calls[-1]["x0"])
-    print(f"\n{chain}: model-input max|Δ| per stage {['%.1e' % d for d in input_deltas]}, node output "
+    print(f"\n{chain}: model-input max abs diff per stage {['%.1e' % d for d in input_deltas]}, node output "
           f"{['%.1e' % d for d in node_deltas]}, final {final_delta:.1e}")
     assert max(input_deltas) <= 1e-4
     assert max(node_deltas) <= 1e-4

@@ -263,7 +263,7 @@ def test_img2img_workflows_set_denoise_and_their_note_says_which_and_why(name, o
     assert [s["denoise"] for s in samplers] == DENOISE[name]
     note = next(n for n in workflow["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
     assert f"**Use {min(DENOISE[name]):g}" in note or f"**Use 0.6–{min(DENOISE[name]):g}**" in note
-    assert "denoise" in note and "σ" in note
+    assert "denoise" in note and "\u03c3" in note
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -276,7 +276,8 @@ def test_tiny_workflows_load_the_family_the_pack_ships_with_one_caption_per_pict
     source = {(l[3], nodes[l[3]]["inputs"][l[4]]["name"]): l[1] for l in workflow["links"]}
     unet = next(v for i, v in values.items() if nodes[i]["type"] == "UNETLoader")
     lora = next(i for i in values if nodes[i]["type"] == "SwDLoraLoader")
-    assert unet["unet_name"] == "swd-tiny-teacher.safetensors" and values[lora]["lora_name"] == "swd-tiny-4-steps.safetensors"
+    assert unet["unet_name"] == "swd-tiny-teacher.safetensors"
+    assert values[lora]["lora_name"] == "swd-tiny-4-steps.safetensors"
     assert unet["unet_name"] in combo_options(object_info["UNETLoader"]["input"]["required"]["unet_name"])
     assert values[lora]["lora_name"] in combo_options(object_info["SwDLoraLoader"]["input"]["required"]["lora_name"])
     samplers = [i for i in values if nodes[i]["type"] == "SwDKSampler"]
@@ -287,7 +288,8 @@ def test_tiny_workflows_load_the_family_the_pack_ships_with_one_caption_per_pict
         assert values[source[(sampler, "negative")]]["text"] == ""
         latent = source[(sampler, "latent_image")]
         while nodes[latent]["type"] != "EmptySD3LatentImage":  # back through upscale, encode, decode, draft
-            latent = source[(latent, next(e["name"] for e in nodes[latent]["inputs"] if e["type"] in ("LATENT", "IMAGE")))]
+            upstream = next(e["name"] for e in nodes[latent]["inputs"] if e["type"] in ("LATENT", "IMAGE"))
+            latent = source[(latent, upstream)]
         assert values[latent]["batch_size"] == len(captions) == (4 if name == "swd_tiny_demo" else 1)
         assert (values[latent]["width"], values[latent]["height"]) == (128, 128)
 
@@ -300,8 +302,8 @@ def test_tiny_inpainting_keeps_the_draft_outside_the_mask_and_repaints_inside(co
     messages, _ = comfy.run_watching(prompt)
     images = _output_images(comfy, messages)
     kinds = {i: prompt[i]["class_type"] for i in images}
-    draft, result = (np.asarray(Image.open(images[next(i for i in images if kinds[i] == k)][0]).convert("RGB"), np.int16)
-                     for k in ("PreviewImage", "SaveImage"))
+    draft, result = (np.asarray(Image.open(images[next(i for i in images if kinds[i] == k)][0]).convert("RGB"),
+                                np.int16) for k in ("PreviewImage", "SaveImage"))
     inside = np.zeros(draft.shape[:2], bool)
     inside[composite["y"]:composite["y"] + box["height"], composite["x"]:composite["x"] + box["width"]] = True
     assert inside.mean() == pytest.approx((72 / 128) ** 2)

@@ -71,8 +71,9 @@ def widget_values(node: dict, info: dict) -> dict:
             i += 1
         if _options(spec).get("image_upload"):
             if i >= len(values) or values[i] != UPLOAD_VALUE:
+                got = values[i] if i < len(values) else "nothing"
                 raise WorkflowError(f"node {node['id']} ({node['type']}): {name!r} must be followed by its upload "
-                                    f"button's value {UPLOAD_VALUE!r}, got {values[i] if i < len(values) else 'nothing'!r}")
+                                    f"button's value {UPLOAD_VALUE!r}, got {got!r}")
             i += 1
     if i != len(values):
         raise WorkflowError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} entries, the "

@@ -19,6 +19,8 @@ import folder_paths
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # tests/, for tiny_models
 from tiny_models import COND, SDXL_CONTEXT, UNET_FILE  # noqa: E402
 
+from . import faults  # noqa: E402
+
 SDXL_TINY_UNET = {
     "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32,
     "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_middle": 1,
@@ -276,4 +278,4 @@ class SwDTestShowValue:
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
     SwDTestConditioning, SwDTestRandomLatent, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights,
-    SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)}
+    SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)} | faults.NODE_CLASS_MAPPINGS

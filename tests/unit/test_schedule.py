@@ -1,5 +1,6 @@
 """Presets, schedule parsing and per-step sizes (swd_sampler.schedule), checked against the formulas."""
 import math
+import re
 
 import pytest
 
@@ -109,3 +110,25 @@ def test_final_size_not_divisible_by_the_patch_is_refused():
 def test_parse_scales_rejects_decrease_with_both_values():
     with pytest.raises(ScheduleError, match="80 follows 96"):
         parse_scales("64, 96, 80")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1,0; 0,8; 0", "decimal commas"),
+    ("1,0 0,8 0", "decimal commas"),
+    ("1.0\uff0c 0.5, 0", "U+FF0C FULLWIDTH COMMA"),
+    ("1.0, \u22120.5, 0", "U+2212 MINUS SIGN"),
+    ("\u0661, 0", "ARABIC-INDIC DIGIT ONE"),  # float() would accept it
+    (", ".join(["0.5"] * 70), "at most 64 steps"),
+])
+def test_sigmas_typing_mistakes_are_named(text, message):
+    with pytest.raises(ScheduleError, match=re.escape(message)):
+        parse_sigmas(text)
+
+
+def test_white_space_of_any_kind_separates_numbers():
+    assert parse_scales("64\u00a0128") == (64, 128)
+
+
+def test_an_empty_final_size_is_refused():
+    with pytest.raises(ScheduleError, match="empty or smaller than the model's patch size"):
+        step_sizes((64, 128), 0, 128, 2)

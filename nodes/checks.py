@@ -1,0 +1,33 @@
+"""Model-dependent input checks for the nodes: each reads what it needs from a ComfyUI MODEL and calls the pure
+check of swd_sampler.checks, which raises the pack's own error with the fix."""
+from __future__ import annotations
+
+import comfy.model_management
+
+from ..swd_sampler.checks import check_latent_channels, check_max_size, check_memory, check_preset_family
+from ..swd_sampler.inpaint import check_mask_batch
+from .model_info import is_flow, patch_size
+
+
+def check_preset_for(model, preset: str) -> None:
+    check_preset_family(preset, is_flow(model.get_model_object("model_sampling")))
+
+
+def check_latent_for(model, latent: dict, name: str) -> None:
+    """The latent's channels (after ComfyUI filled empty latents) and its noise mask's batch."""
+    samples = latent["samples"]
+    check_latent_channels(samples.shape[1], model.get_model_object("latent_format").latent_channels, name)
+    if latent.get("noise_mask") is not None:
+        check_mask_batch(latent["noise_mask"], samples.shape[0])
+
+
+def check_step_fits(model, batch: int, channels: int, size: tuple[int, int], device) -> None:
+    """Before the first model call: the largest step's latent must fit the model's position table (SD3's
+    pos_embed_max_size, in patches) and, by ComfyUI's own activation estimate (BaseModel.memory_required, the
+    figure it loads models by), the device's free memory (RAM on the CPU) for one pass of the batch."""
+    patch = patch_size(model)
+    max_patches = getattr(model.get_model_object("diffusion_model"), "pos_embed_max_size", None)
+    check_max_size(size, max_patches * patch if max_patches else None, patch,
+                   model.get_model_object("latent_format").spacial_downscale_ratio)
+    needed = model.model.memory_required([batch, channels, *size])
+    check_memory(needed, comfy.model_management.get_free_memory(device), size, batch, str(device))

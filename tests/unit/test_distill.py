@@ -1,0 +1,174 @@
+"""swd_distill: the renderer of the data card, captions, the tiny codec and text tokens, the judge's Frechet
+distance, and short training runs (loss goes down, reproducible from the seed, 2 processes stay identical)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from swd_distill import scenes, tiny
+from swd_distill.judge import frechet_distance
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _background(scene):
+    grad = np.linspace(1.15, 0.60, scenes.DRAW)[:, None, None]
+    big = np.clip(np.array(scenes.BACKGROUNDS[scene.background], float) * grad, 0, 255) * np.ones((1, scenes.DRAW, 1))
+    return big.reshape(32, 4, 32, 4, 3).mean((1, 3))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_shape_lies_inside_its_quadrant_in_its_colour(seed):
+    scene = scenes.random_scene(np.random.default_rng(seed))
+    image = scenes.render(scene).astype(float)
+    assert image.shape == (32, 32, 3)
+    shape = np.abs(image - _background(scene)).max(-1) > 40
+    ys, xs = np.nonzero(shape)
+    cx, cy = scenes.POSITIONS[scene.position]
+    assert abs(xs.mean() / 32 - cx) < 0.1 and abs(ys.mean() / 32 - cy) < 0.1
+    side = np.sqrt(shape.sum()) / 32  # a square of that area; a circle or triangle covers less
+    assert 0.15 < side < 0.42
+    solid = image[shape & (np.abs(image - np.array(scenes.COLOURS[scene.colour])).max(-1) < 12)]
+    assert len(solid) > 0  # the exact colour appears (stripes darken the other rows)
+
+
+def test_gradient_and_background_follow_the_card():
+    scene = scenes.Scene("solid", "red", "circle", "bottom right", "blue", size=0.3)
+    image = scenes.render(scene).astype(float)
+    top, bottom = image[0, 0], image[-1, 0]
+    blue = np.array(scenes.BACKGROUNDS["blue"], float)
+    assert np.allclose(top, blue * np.linspace(1.15, 0.60, 128)[:4].mean(), atol=1)
+    assert np.allclose(bottom, blue * np.linspace(1.15, 0.60, 128)[-4:].mean(), atol=1)
+
+
+def test_stripes_have_a_four_pixel_period():
+    scene = scenes.Scene("striped", "white", "square", "top left", "black", size=0.4)
+    column = scenes.render(scene)[:, 9].astype(float).mean(-1)  # through the square (x 0.28 * 32 = 9)
+    rows = [y for y in range(6, 14)]
+    bright = [column[y] > 200 for y in rows]
+    assert bright == [(y // 2) % 2 == 0 for y in rows]
+
+
+def test_dataset_is_seeded_and_captions_parse_back_to_the_attributes():
+    a_img, a_lab = scenes.make_dataset(64, 3)
+    b_img, b_lab = scenes.make_dataset(64, 3)
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+    assert not np.array_equal(a_img, scenes.make_dataset(64, 4)[0])
+    for labels in a_lab:
+        scene = scenes.scene_of(labels)
+        assert scenes.parse_caption(scene.caption) == {a: getattr(scene, a) for a in scenes.ATTRIBUTES}
+    assert len({tuple(x) for x in scenes.make_dataset(3000, 0)[1]}) == 480  # every combination occurs
+
+
+def test_partial_and_empty_captions():
+    assert scenes.parse_caption("") == {}
+    assert scenes.parse_caption("Yellow  Square, on green") == {"colour": "yellow", "shape": "square",
+                                                               "background": "green"}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("purple circle", ["'purple'", "texture: solid, striped", "background: blue, green, gray, black"]),
+    ("red circle top", ["'top'", "two words"]),
+    ("red yellow circle", ["colour is given twice", "'red'", "'yellow'"]),
+])
+def test_unknown_words_are_refused_with_the_vocabulary(text, words):
+    with pytest.raises(scenes.CaptionError) as e:
+        scenes.parse_caption(text)
+    assert all(w in str(e.value) for w in words)
+
+
+def test_text_tokens_one_hot_per_slot_and_unconditional():
+    context, pooled = tiny.encode_text("striped red circle top left on blue")
+    assert context.shape == (1, 5, tiny.CONTEXT_DIM) and pooled.shape == (1, tiny.CONTEXT_DIM)
+    values = context[0, :, :len(tiny.VALUES)]
+    assert values.sum().item() == 5 and values.sum(-1).tolist() == [1] * 5
+    assert [tiny.VALUES[i] for i in values.argmax(-1)] == ["striped", "red", "circle", "top left", "blue"]
+    empty, _ = tiny.encode_text("")
+    assert empty[0, :, :len(tiny.VALUES)].abs().sum() == 0
+    assert torch.equal(empty[0, :, len(tiny.VALUES):], context[0, :, len(tiny.VALUES):])
+    labels = torch.tensor([scenes.Scene("striped", "red", "circle", "top left", "blue").labels()])
+    assert torch.equal(tiny.label_tokens(labels), context)
+
+
+def test_encode_decode_round_trip_is_exact_at_the_native_size():
+    images, _ = scenes.make_dataset(4, 1)
+    x = torch.from_numpy(images).float() / 255
+    shown = torch.nn.functional.interpolate(x.movedim(-1, 1), scale_factor=4, mode="nearest").movedim(1, -1)
+    latent = tiny.encode(shown)
+    assert latent.shape == (4, 16, 16, 16)
+    assert torch.allclose(tiny.decode(latent), shown, atol=1e-5)
+    z = (latent - tiny.SD3_SHIFT) * tiny.SD3_SCALE  # model space: 12 content channels in [-1, 1], 4 zero
+    assert z[:, 12:].abs().max() < 1e-5 and z[:, :12].abs().max() <= 1 + 1e-5
+
+
+def test_latent_format_constants_are_comfyuis_sd3():
+    sys.path.insert(0, (REPO / ".comfyui" / "comfyui_path").read_text().strip())
+    from comfy.latent_formats import SD3
+    assert (SD3().scale_factor, SD3().shift_factor) == (tiny.SD3_SCALE, tiny.SD3_SHIFT)
+
+
+def test_frechet_distance_against_a_formula_reference():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4000, 3, generator=g), torch.randn(4000, 3, generator=g) * 2 + 1
+    # both Gaussian with diagonal covariances: ||mu||^2 + sum (s_a - s_b)^2 over the std devs
+    expected = 3 * 1.0 + 3 * (1 - 2) ** 2
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+
+
+def _run(args, env_extra=None, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_teacher_training_lowers_the_loss_and_is_reproducible(tmp_path):
+    from swd_distill.teacher import TeacherConfig, train_teacher
+    torch.set_num_threads(1)
+    cfg = TeacherConfig(steps=40, batch=16, warmup=5, checkpoint_every=20)
+    losses = train_teacher(tmp_path / "a.safetensors", cfg, tmp_path / "wa")
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
+    train_teacher(tmp_path / "b.safetensors", cfg, tmp_path / "wb")
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a run stopped at step 20 and resumed ends exactly where the uninterrupted run ended
+    train_teacher(tmp_path / "c.safetensors", TeacherConfig(steps=20, batch=16, warmup=5, checkpoint_every=20),
+                  tmp_path / "wc")
+    train_teacher(tmp_path / "c.safetensors", cfg, tmp_path / "wc", resume=True)
+    c = load_file(str(tmp_path / "c.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_distillation_runs_and_exports_a_peft_lora_the_loader_reads(tmp_path):
+    from swd_distill.distill import DistillConfig, distill
+    from swd_distill.teacher import TeacherConfig, train_teacher
+    from swd_sampler.lora import read_lora
+    torch.set_num_threads(1)
+    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=5, batch=8, warmup=2), tmp_path / "w")
+    history = distill(tmp_path / "t.safetensors", tmp_path / "swd-tiny-4-steps.safetensors",
+                      DistillConfig(steps=6, warm_steps=2, batch=8, rank=4), tmp_path / "w")
+    assert [sorted(h) for h in history] == [["warm"]] * 2 + [["dmd", "fake", "patch"]] * 4
+    assert all(np.isfinite(v) for h in history for v in h.values())
+    lora = read_lora(tmp_path / "swd-tiny-4-steps.safetensors")
+    assert lora.formats == ("peft",) and {m.rank for m in lora.modules.values()} == {4}
+    assert lora.architecture.family == "sd3" and lora.architecture.width == 128
+    assert lora.preset().preset == tiny.TINY_PRESET
+    # the released SwD LoRAs' target modules: q, k, v, out, both feed-forward layers (image and text stream)
+    names = {m.split(".", 2)[2] for m in lora.modules}
+    assert names == {"attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "ff.net.0.proj", "ff.net.2",
+                     "ff_context.net.0.proj", "ff_context.net.2"}
+
+
+def test_two_processes_train_data_parallel_and_hold_identical_weights(tmp_path):
+    result = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swd_distill",
+                   "teacher", "--steps", "3", "--batch", "8", "--warmup", "1", "--threads", "1",
+                   "--out", str(tmp_path / "t.safetensors"), "--work", str(tmp_path / "w")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [load_file(str(tmp_path / "w" / "teacher" / f"final.rank{r}.safetensors")) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    shipped = load_file(str(tmp_path / "t.safetensors"))
+    assert all(torch.equal(shipped[k], ranks[0][k]) for k in shipped)
