@@ -5,15 +5,16 @@
     .venv/bin/python scripts/build_workflows.py --thumbnails          # also draws workflows/<name>.jpg
 
 The graphs below name widgets by input name; the layout of `inputs` and `widgets_values` (including the extra
-"fixed"/"randomize" entry after a seed with control_after_generate) comes from the live /object_info, so the
-files follow the nodes' schemas. The committed JSON files are what ships; tests/test_workflows.py checks them
-against /object_info independently of this script.
+"fixed"/"randomize" entry after a seed with control_after_generate, and "image" after LoadImage's image) comes
+from the live /object_info, so the files follow the nodes' schemas. The committed JSON files are what ships;
+tests/test_workflows.py checks them against /object_info independently of this script.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import shutil
 import sys
 import tempfile
 import uuid
@@ -22,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from swd_distill.scenes import GRAMMAR, vocabulary  # noqa: E402
+from swd_distill.tiny import MMDIT, NATIVE_LATENT, STUDENT_FILE, TEACHER_FILE, TINY_PRESET  # noqa: E402
 from swd_sampler.schedule import PRESETS, select_steps, step_sizes  # noqa: E402
 OUT = REPO / "workflows"
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
@@ -126,6 +129,8 @@ class Node:
             self.widgets_values.append(value)
             if opts.get("control_after_generate"):
                 self.widgets_values.append(widgets.get(f"{name}:control", "fixed"))
+            if opts.get("image_upload"):  # the upload button, which the frontend saves as "image"
+                self.widgets_values.append("image")
         self.inputs = sockets + widget_inputs
         self.outputs = [{"localized_name": n, "name": n, "type": t, "links": []}
                         for t, n in zip(self.info["output"], self.info["output_name"])]
@@ -250,17 +255,19 @@ def connect_preset(g: Graph, lora: Node, sampler: Node):
         g.connect(preset_out, sampler, "preset")
 
 
-def decode_and_save(g: Graph, latent, vae, prefix: str, pos, preview=False, below=False) -> Node:
-    decode = g.add("VAEDecode", pos, size=[210, 46])
+def decode_and_save(g: Graph, latent, vae, prefix: str, pos, preview=False, below=False, title=None) -> Node:
+    """VAEDecode (SwD Tiny Decode when vae is None) into SaveImage, or PreviewImage; returns the decode node."""
+    decode = g.add("VAEDecode" if vae else "SwDTinyDecode", pos, size=[210, 46])
     g.connect(latent, decode, "samples")
-    g.connect(vae, decode, "vae")
+    if vae:
+        g.connect(vae, decode, "vae")
     at = (pos[0], pos[1] + 90) if preview or below else (pos[0] + 240, pos[1])
     if preview:
-        out = g.add("PreviewImage", at, size=[320, 340])
+        out = g.add("PreviewImage", at, size=[320, 340], title=title)
     else:
-        out = g.add("SaveImage", at, size=[520, 560] if not below else [320, 360], filename_prefix=prefix)
+        out = g.add("SaveImage", at, size=[520, 560] if not below else [320, 360], title=title, filename_prefix=prefix)
     g.connect(decode.out(0), out, "images")
-    return out
+    return decode
 
 
 NOTE_COMMON = """
@@ -287,9 +294,9 @@ def sd35_models(g: Graph, checkpoint: dict, lora: dict):
     return ckpt, swd, pos, neg
 
 
-def swd_ksampler(g: Graph, swd: Node, pos: Node, neg: Node, latent, pos_xy, title=None, **widgets) -> Node:
+def swd_ksampler(g: Graph, swd: Node, pos: Node, neg: Node, latent, pos_xy, title=None, seed=42, **widgets) -> Node:
     """An SwDKSampler on the LoRA'd model and both prompts, its preset driven by the LoRA loader."""
-    sampler = g.add("SwDKSampler", pos_xy, size=[340, 360], title=title, seed=42, **widgets)
+    sampler = g.add("SwDKSampler", pos_xy, size=[340, 360], title=title, seed=seed, **widgets)
     g.connect(swd.out("MODEL"), sampler, "model")
     g.connect(pos.out(0), sampler, "positive")
     g.connect(neg.out(0), sampler, "negative")
@@ -338,6 +345,10 @@ def build(oi: dict) -> dict[str, Graph]:
     graphs["swd_img2img"] = img2img(oi)
     graphs["swd_hires_2x"] = hires_2x(oi)
     graphs["swd_inpaint"] = inpaint(oi)
+    graphs["swd_tiny_demo"] = tiny_demo(oi)
+    graphs["swd_tiny_img2img"] = tiny_img2img(oi)
+    graphs["swd_tiny_hires_2x"] = tiny_hires_2x(oi)
+    graphs["swd_tiny_inpaint"] = tiny_inpaint(oi)
     return graphs
 
 
@@ -479,11 +490,11 @@ MEDIUM6 = PRESETS["SD3.5 Medium · 6 steps"]
 INPUT_IMAGE = "example.png"  # ComfyUI's own input/example.png, as its img2img templates use
 
 
-def steps_md(denoise: float, final_px: int = 1024) -> str:
-    """Which steps of the SD3.5 Medium 6-step preset run at `denoise` for a square final image, in words."""
-    run = select_steps(MEDIUM6.scales, MEDIUM6.sigmas, denoise)
+def steps_md(denoise: float, final_px: int = 1024, preset=MEDIUM6) -> str:
+    """Which steps of a preset (SD3.5 Medium · 6 steps by default) run at `denoise` for a square final image."""
+    run = select_steps(preset.scales, preset.sigmas, denoise)
     sizes = step_sizes(run.scales, final_px // 8, final_px // 8, 2)
-    return (f"denoise {denoise:g} runs {len(sizes)} of 6 steps: "
+    return (f"denoise {denoise:g} runs {len(sizes)} of {len(preset.scales)} steps: "
             + ", ".join(f"{w * 8} px at \u03c3 {s:g}" for (h, w), s in zip(sizes, run.sigmas)))
 
 
@@ -564,6 +575,158 @@ def inpaint(oi) -> Graph:
     return g
 
 
+# --- the tiny demo family that ships in the pack's models/ folder (runs on a CPU, nothing to download) --------
+
+TINY = PRESETS[TINY_PRESET]
+TINY_PX = NATIVE_LATENT * 8
+TINY_CAPTIONS = ["solid red circle top left on blue", "striped yellow square top right on green",
+                 "solid white triangle bottom left on black", "striped cyan circle bottom right on gray"]
+TINY_MASK = 72  # px: covers a shape in the top-left quadrant (centre 0.23–0.33 of the side, half-size up to 0.2)
+TINY_ABOUT = (
+    "The pack ships this model family in its own `models/` folder, so it runs out of the box, on a CPU, in well "
+    f"under a second: `{TEACHER_FILE}` is an SD3-architecture MMDiT (depth 2) trained as a rectified flow on "
+    "scenes the pack draws itself (one shape on a background, 32×32 pixels shown as 128×128, drawn by "
+    f"`swd_distill/scenes.py`; nothing is downloaded); `{STUDENT_FILE}` is its SwD student, a LoRA made by the "
+    "pack's own scale-wise distillation "
+    "(`python -m swd_distill`), which samples in 4 steps at growing sizes ("
+    + ", ".join(f"{w * 8}" for _, w in step_sizes(TINY.scales, NATIVE_LATENT, NATIVE_LATENT, 2)) + " px).")
+TINY_GRAMMAR = (f"**Captions**: `{GRAMMAR}`, e.g. `{TINY_CAPTIONS[0]}`, or any part of one (`yellow square`); the "
+                f"empty caption is the unconditional prompt (the negative, unused at cfg 1). Words: {vocabulary()}.")
+
+
+def tiny_models(g: Graph, caption: str, caption_pos=(440, 340)):
+    """UNETLoader of the tiny teacher, the SwD LoRA on it and the positive and empty negative captions."""
+    unet = g.add("UNETLoader", (40, 120), size=[360, 82], unet_name=TEACHER_FILE)
+    swd = g.add("SwDLoraLoader", (440, 120), lora_name=STUDENT_FILE)
+    g.connect(unet.out(0), swd, "model")
+    pos = tiny_caption(g, caption, caption_pos)
+    neg = g.add("SwDTinyTextEncode", (40, 260), size=[360, 100], title="Negative caption (unused at cfg 1)",
+                colors=NEGATIVE_COLORS, text="")
+    return swd, pos, neg
+
+
+def tiny_caption(g: Graph, caption: str, pos_xy, title="Caption") -> Node:
+    return g.add("SwDTinyTextEncode", pos_xy, size=[420, 130], title=title, colors=PROMPT_COLORS, text=caption)
+
+
+def tiny_latent(g: Graph, pos_xy, batch_size=1) -> Node:
+    return g.add("EmptySD3LatentImage", pos_xy, width=TINY_PX, height=TINY_PX, batch_size=batch_size)
+
+
+def tiny_demo(oi) -> Graph:
+    g = Graph(oi, "swd_tiny_demo")
+    swd, pos, neg = tiny_models(g, "\n".join(TINY_CAPTIONS))
+    latent = tiny_latent(g, (440, 520), batch_size=len(TINY_CAPTIONS))
+    sampler = swd_ksampler(g, swd, pos, neg, latent.out(0), (900, 120), preset=TINY_PRESET)
+    decode_and_save(g, sampler.out(0), None, "swd/tiny_demo", (1280, 120))
+    g.note(f"## Tiny demo · SwD 4 steps · {TINY_PX}×{TINY_PX} on a CPU\n{TINY_ABOUT}\n\n{TINY_GRAMMAR}\n\n"
+           "**What to change**\n- *Caption*: one caption per line, one picture per line; the empty latent's "
+           f"*batch_size* must equal the number of lines ({len(TINY_CAPTIONS)} here).\n- *Seed*: set it to "
+           "*randomize* for new pictures on every run.\n- *preset* stays *Tiny demo · 4 steps* (SwD LoRA Loader's "
+           "`preset` output sets it).\n- The SwD Tiny nodes (text encoder, latent codec without a VAE) serve only "
+           "these two models.", (40, 400), [360, 700])
+    return g
+
+
+def tiny_draft(g: Graph, caption: str, x=900) -> tuple[Node, Node, Node, Node]:
+    """The tiny models and a txt2img draft that the second pass starts from: (lora, positive, negative, draft)."""
+    swd, pos, neg = tiny_models(g, caption)
+    latent = tiny_latent(g, (440, 520))
+    draft = swd_ksampler(g, swd, pos, neg, latent.out(0), (x, 120), title="Draft: the input picture, all 4 steps",
+                         preset=TINY_PRESET)
+    return swd, pos, neg, draft
+
+
+def tiny_second_pass(g: Graph, swd: Node, pos: Node, neg: Node, latent, denoise: float, name: str, x: int):
+    """The second SwDKSampler (another seed than the draft's) from `latent` at `denoise`, decoded and saved."""
+    sampler = swd_ksampler(g, swd, pos, neg, latent, (x, 300), title=f"SwD KSampler, denoise {denoise:g}", seed=7,
+                           preset=TINY_PRESET, denoise=denoise)
+    decode_and_save(g, sampler.out(0), None, f"swd/{name}", (x + 460, 120), below=True)
+    return sampler
+
+
+def tiny_input_picture(g: Graph, draft: Node) -> Node:
+    """The draft decoded (shown) and encoded again: the IMAGE -> SwD Tiny Encode path a picture of your own takes."""
+    decode = decode_and_save(g, draft.out(0), None, "", (900, 520), preview=True, title="Input picture")
+    encode = g.add("SwDTinyEncode", (900, 1000), size=[210, 46])
+    g.connect(decode.out(0), encode, "pixels")
+    return encode
+
+
+OWN_PICTURE = ("- *Your own picture*: Load Image \u2192 Upscale Image to 128×128 \u2192 *SwD Tiny Encode*'s `pixels`, "
+               "instead of the draft (it must look like the tiny scenes).")
+
+
+def tiny_img2img(oi) -> Graph:
+    g = Graph(oi, "swd_tiny_img2img")
+    swd, _, neg, draft = tiny_draft(g, "solid red circle top left on blue")
+    encode = tiny_input_picture(g, draft)
+    pos = tiny_caption(g, "solid yellow circle top left on blue", (1280, 120), title="Caption of the result")
+    tiny_second_pass(g, swd, pos, neg, encode.out(0), 0.9, "tiny_img2img", 1280)
+    g.note(f"## Tiny demo · SwD img2img · {TINY_PX}×{TINY_PX}\nRedraws a picture after a new caption that changes "
+           "one thing (here the colour: red \u2192 yellow), keeping the rest. The input picture is drawn first by the "
+           "same models (the draft), so the workflow needs no input file.\n\n"
+           f"- {DENOISE_RULE}\n- **Use 0.9** ({steps_md(0.9, TINY_PX, TINY)}): the input is re-noised to "
+           "\u03c3 0.8959, "
+           "enough for the caption to change a colour while the layout survives. 0.8 or 0.75 "
+           f"({steps_md(0.8, TINY_PX, TINY)}) start at \u03c3 0.7371, where more of the input survives (its colour may "
+           "too): use them to change details only. 1 ignores the input.\n" + OWN_PICTURE
+           + f"\n\n{TINY_GRAMMAR}\n\n{TINY_ABOUT}", (40, 400), [360, 900])
+    return g
+
+
+def tiny_hires_2x(oi) -> Graph:
+    g = Graph(oi, "swd_tiny_hires_2x")
+    swd, pos, neg, draft = tiny_draft(g, "striped magenta square bottom right on green")
+    decode_and_save(g, draft.out(0), None, "", (900, 520), preview=True, title=f"Draft, {TINY_PX}×{TINY_PX}")
+    upscale = g.add("LatentUpscaleBy", (900, 1000), size=[300, 82], upscale_method="bicubic", scale_by=2.0)
+    g.connect(draft.out(0), upscale, "samples")
+    tiny_second_pass(g, swd, pos, neg, upscale.out(0), 0.75, "tiny_hires_2x", 1280)
+    big = 2 * TINY_PX
+    g.note(f"## Tiny demo · SwD hires fix · {TINY_PX} \u2192 {big} px\nA {TINY_PX}×{TINY_PX} draft, upscaled ×2 in "
+           f"latent space and finished at {big}×{big} by the last steps of the same preset: SwD's later steps are "
+           f"an upscaler.\n\n- {DENOISE_RULE}\n- **Use 0.6–0.75** on the upscaled latent: "
+           f"{steps_md(0.75, big, TINY)}; {steps_md(0.6, big, TINY)}. Higher redraws more and may change the "
+           f"draft; lower keeps it closer (and blurrier).\n- The tiny teacher was trained at {TINY_PX} px only; "
+           f"{big} px (a {big // 8}×{big // 8} latent) is within its position embedding (up to a "
+           f"{2 * MMDIT['pos_embed_max_size']}×{2 * MMDIT['pos_embed_max_size']} latent), so this shows how well "
+           "the learned upscaling steps carry to a size never seen.\n- Both samplers share the caption; the draft's "
+           f"seed decides the composition.\n\n{TINY_GRAMMAR}\n\n{TINY_ABOUT}", (40, 400), [360, 900])
+    return g
+
+
+def tiny_inpaint(oi) -> Graph:
+    g = Graph(oi, "swd_tiny_inpaint")
+    swd, _, neg, draft = tiny_draft(g, "solid red circle top left on blue")
+    encode = tiny_input_picture(g, draft)
+    side = TINY_MASK
+    empty = g.add("SolidMask", (440, 700), size=[260, 106], title="Mask: nothing", value=0.0, width=TINY_PX,
+                  height=TINY_PX)
+    box = g.add("SolidMask", (440, 850), size=[260, 106], title="Mask: the top-left box", value=1.0, width=side,
+                height=side)
+    mask = g.add("MaskComposite", (440, 1000), size=[260, 130], x=0, y=0, operation="add")
+    g.connect(empty.out(0), mask, "destination")
+    g.connect(box.out(0), mask, "source")
+    noise_mask = g.add("SetLatentNoiseMask", (900, 1100), size=[260, 46])
+    g.connect(encode.out(0), noise_mask, "samples")
+    g.connect(mask.out(0), noise_mask, "mask")
+    pos = tiny_caption(g, "striped yellow triangle top left on blue", (1280, 120), title="Caption of the result")
+    tiny_second_pass(g, swd, pos, neg, noise_mask.out(0), 1.0, "tiny_inpaint", 1280)
+    g.note(f"## Tiny demo · SwD inpainting · {TINY_PX}×{TINY_PX}\nRepaints the masked part of a picture after the "
+           f"caption; the rest stays as it is (the sampler puts the input back outside the mask after every step, "
+           f"at every scale). Here the top-left {side}×{side} px box, where the draft's shape is, gets a new shape "
+           "and colour. The input picture is drawn first by the same models (the draft), so the workflow needs no "
+           f"input file.\n\n- {DENOISE_RULE}\n- **Use 1.0**: the old shape must go entirely, so all 4 steps "
+           "compose the new one from noise, in the context of the kept background. 0.6–0.8 keeps what is under "
+           "the mask and only changes it (e.g. its colour).\n- *Mask*: change the box's size and the "
+           "composite's x, y; with your own picture, Load Image's MASK (painted in its mask editor) can replace "
+           "it.\n- The caption describes the whole picture "
+           "with the new part; the scenes have one shape, so put the new one where the old one was.\n"
+           + OWN_PICTURE + f"\n\n{TINY_GRAMMAR}\n\n{TINY_ABOUT}", (40, 400), [360, 1000])
+    return g
+
+
+
 def live_object_info() -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from comfy_harness import ComfyServer
@@ -585,6 +748,8 @@ def thumbnails(names: list[str], out: Path):
     workflows = {n: json.loads((out / f"{n}.json").read_text()) for n in names}
     server = ComfyServer(Path(tempfile.mkdtemp(prefix="swd-thumbs-")))
     server.prepare()
+    server.input_dir.mkdir(parents=True, exist_ok=True)  # LoadImage shows ComfyUI's example picture, not an error
+    shutil.copy(server.comfy_dir / "input" / INPUT_IMAGE, server.input_dir / INPUT_IMAGE)
     for wf in workflows.values():  # placeholders, so that no loader is drawn as missing its file
         for node in wf["nodes"]:
             for m in node.get("properties", {}).get("models", []):

@@ -95,9 +95,11 @@ class ComfyServer:
             (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, timeout: float = 180.0, cpu: bool = True):
-        """cpu=False lets ComfyUI use a GPU (the demo with real models); the tests always run on the CPU."""
-        cmd = [sys.executable, str(self.comfy_dir / "main.py"), *(["--cpu"] if cpu else []), "--listen", "127.0.0.1",
+    def start(self, timeout: float = 180.0, cpu: bool = True, extra_args=()):
+        """cpu=False lets ComfyUI use a GPU (the demo with real models); the tests always run on the CPU. extra_args
+        go to ComfyUI's command line (e.g. --cache-none)."""
+        cmd = [sys.executable, str(self.comfy_dir / "main.py"), *(["--cpu"] if cpu else []), *extra_args,
+               "--listen", "127.0.0.1",
                "--port", str(self.port), "--base-directory", str(self.base_dir), "--disable-auto-launch",
                "--disable-api-nodes", "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"]
         log = open(self.log_path, "w")

@@ -55,7 +55,7 @@ def frontend(browser, server):
     fe.context.close()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if model_files(n)])
 def test_without_the_model_files_the_frontend_lists_exactly_the_missing_models_and_no_missing_node(name, frontend):
     frontend.reload()
     frontend.open(load(name), name)
@@ -68,6 +68,21 @@ def test_without_the_model_files_the_frontend_lists_exactly_the_missing_models_a
     for file in files:
         assert file in text
     assert frontend.page_errors == []
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not model_files(n)])
+def test_a_tiny_demo_opens_with_its_loaders_offering_the_files_the_pack_ships(name, frontend):
+    """Nothing to download: the pack registers its models/ folders on load, so the loaders list the tiny family."""
+    frontend.reload()
+    frontend.open(load(name), name)
+    text = frontend.text()
+    assert "Missing Models" not in text and "errors found" not in text and "Missing Node" not in text
+    assert frontend.visible_dialogs() == [] and frontend.page_errors == []
+    offered = frontend.page.evaluate("""() => app.graph.nodes.filter(n => ['UNETLoader', 'SwDLoraLoader'].includes(n.type))
+        .map(n => n.widgets.find(w => ['unet_name', 'lora_name'].includes(w.name)))
+        .map(w => [w.value, w.options.values])""")
+    assert [value for value, _ in offered] == ["swd-tiny-teacher.safetensors", "swd-tiny-4-steps.safetensors"]
+    assert all(value in values for value, values in offered)
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tiny_workflows import (WORKFLOWS, family, load, loras_used, with_tiny_models, write_input_image,
-                            write_tiny_lora)
-from workflow_to_api import FRONTEND_ONLY, WorkflowError, input_specs, to_api, validate, widget_values
+from comfy_harness import ComfyServer
+from tiny_workflows import (PACK_MODELS, WORKFLOWS, family, load, loras_used, ships_its_models, with_tiny_models,
+                            write_input_image, write_tiny_lora)
+from workflow_to_api import (FRONTEND_ONLY, WorkflowError, combo_options, input_specs, to_api, validate,
+                             widget_values)
 
 EXPECTED = ["swd_sd35_medium_6steps", "swd_sd35_large_4steps", "swd_flux_dev", "swd_sdxl", "swd_custom_sampler",
-            "swd_manual_chain", "swd_sd35_medium_1344x768", "swd_img2img", "swd_hires_2x", "swd_inpaint"]
+            "swd_manual_chain", "swd_sd35_medium_1344x768", "swd_img2img", "swd_hires_2x", "swd_inpaint",
+            "swd_tiny_demo", "swd_tiny_img2img", "swd_tiny_hires_2x", "swd_tiny_inpaint"]
+TINY = [n for n in EXPECTED if n.startswith("swd_tiny_")]
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 PACK_MODULE = "custom_nodes.swd-comfyui"
 LOADER_FOLDERS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "clip_name1": "text_encoders",
@@ -25,6 +30,17 @@ LORA_SUBFOLDER = "swd_workflow_tests"
 def object_info(comfy):
     write_input_image(comfy.input_dir)  # before /object_info lists it as LoadImage's option
     return comfy.object_info()
+
+
+@pytest.fixture(scope="module")
+def uncached_comfy(tmp_path_factory):
+    """A server that executes every node of every prompt (--cache-none), for the tiny demos: they load the same
+    shipped files and share captions, which the session's server would take from its cache after the first demo."""
+    server = ComfyServer(tmp_path_factory.mktemp("uncached"))
+    server.prepare()
+    server.start(extra_args=["--cache-none"])
+    yield server
+    server.stop()
 
 
 def pack_nodes(object_info) -> set[str]:
@@ -55,14 +71,15 @@ def test_workflow_uses_pack_nodes_and_explains_itself_in_a_note(name, object_inf
 @pytest.mark.parametrize("name", NAMES)
 def test_every_model_file_is_named_with_a_download_url(name, object_info):
     """Each file a loader widget names is in that node's properties.models with a Hugging Face URL and the right
-    models folder (what ComfyUI templates do, and what the frontend's missing-models dialog downloads)."""
+    models folder (what ComfyUI templates do, and what the frontend's missing-models dialog downloads), unless the
+    pack ships it in its own models/ folder (the tiny demo family)."""
     for node in load(name)["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
         values = widget_values(node, object_info[node["type"]])
         models = {m["name"]: m for m in node["properties"].get("models", [])}
         for widget, folder in LOADER_FOLDERS.items():
-            if widget not in values:
+            if widget not in values or (PACK_MODELS / folder / values[widget]).is_file():
                 continue
             entry = models.get(values[widget])
             assert entry, f"{name}: node {node['id']} ({node['type']}) loads {values[widget]!r} without a models entry"
@@ -77,7 +94,7 @@ def test_sampler_presets_match_the_loras_and_flux_guidance_is_4_5(object_info):
                "swd_sd35_large_4steps": "SD3.5 Large · 4 steps", "swd_flux_dev": "FLUX.1-dev · 4 steps",
                "swd_sdxl": "SDXL · 4 steps", "swd_custom_sampler": "SD3.5 Medium · 6 steps",
                "swd_img2img": "SD3.5 Medium · 6 steps", "swd_hires_2x": "SD3.5 Medium · 6 steps",
-               "swd_inpaint": "SD3.5 Medium · 6 steps"}
+               "swd_inpaint": "SD3.5 Medium · 6 steps", **{name: "Tiny demo · 4 steps" for name in TINY}}
     for name, preset in presets.items():
         workflow = load(name)
         for node in workflow["nodes"]:
@@ -141,6 +158,14 @@ def test_converter_maps_widgets_skipping_control_values_and_follows_links_primit
         assert api["3"]["inputs"] == {"samples": ["2", 0], "name": "out"}
 
 
+def test_converter_skips_the_upload_button_value_after_an_image_upload_widget():
+    info = {"input": {"required": {"image": [["a.png"], {"image_upload": True}]}}, "input_order": {"required": ["image"]}}
+    node = {"id": 1, "type": "LoadImage", "widgets_values": ["a.png", "image"]}
+    assert widget_values(node, info) == {"image": "a.png"}
+    with pytest.raises(WorkflowError, match="upload"):
+        widget_values(dict(node, widgets_values=["a.png"]), info)
+
+
 def test_converter_passes_a_bypassed_node_through_and_drops_a_muted_one():
     bypassed = to_api(_graph(mid_mode=4), OI)
     assert "2" not in bypassed and bypassed["3"]["inputs"]["samples"] == ["1", 0]
@@ -172,12 +197,17 @@ def _output_images(comfy, messages) -> dict[str, list[Path]]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_workflow_runs_on_tiny_models_and_executes_every_pack_node(name, comfy, object_info):
+def test_workflow_runs_on_tiny_models_and_executes_every_pack_node(name, comfy, object_info, request):
+    """On stand-ins of the real models, or on the shipped tiny family for the tiny demos."""
     workflow = load(name)
+    if ships_its_models(workflow):
+        comfy = request.getfixturevalue("uncached_comfy")
     fam = family(workflow)
-    prompt = with_tiny_models(to_api(workflow, object_info), fam, tag=f"test_workflows/{name}")
+    prompt = to_api(workflow, object_info)
+    if not ships_its_models(workflow):
+        prompt = with_tiny_models(prompt, fam, tag=f"test_workflows/{name}")
     for node in prompt.values():
-        if node["class_type"] == "SwDLoraLoader":
+        if node["class_type"] == "SwDLoraLoader" and not ships_its_models(workflow):
             file = f"{LORA_SUBFOLDER}/{node['inputs']['lora_name']}"
             write_tiny_lora(comfy.models_dir / "loras" / file, fam)
             node["inputs"]["lora_name"] = file
@@ -201,6 +231,8 @@ def test_workflow_runs_on_tiny_models_and_executes_every_pack_node(name, comfy, 
     images = _output_images(comfy, messages)
     saves = [i for i, n in prompt.items() if n["class_type"] == "SaveImage"]
     assert len(saves) == 1 and saves[0] in images
+    batch = next((n["inputs"]["batch_size"] for n in prompt.values() if "batch_size" in n["inputs"]), 1)
+    assert len(images[saves[0]]) == batch
     sizes = {}
     for node_id, paths in images.items():
         with Image.open(paths[0]) as im:
@@ -220,7 +252,8 @@ def final_size(prompt: dict) -> tuple[int, int]:
     return round(sized["width"] * factor), round(sized["height"] * factor)
 
 
-DENOISE = {"swd_img2img": [0.8], "swd_hires_2x": [1.0, 0.75], "swd_inpaint": [1.0]}
+DENOISE = {"swd_img2img": [0.8], "swd_hires_2x": [1.0, 0.75], "swd_inpaint": [1.0], "swd_tiny_img2img": [1.0, 0.9],
+           "swd_tiny_hires_2x": [1.0, 0.75], "swd_tiny_inpaint": [1.0, 1.0]}
 
 
 @pytest.mark.parametrize("name", sorted(DENOISE))
@@ -231,6 +264,51 @@ def test_img2img_workflows_set_denoise_and_their_note_says_which_and_why(name, o
     note = next(n for n in workflow["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
     assert f"**Use {min(DENOISE[name]):g}" in note or f"**Use 0.6–{min(DENOISE[name]):g}**" in note
     assert "denoise" in note and "\u03c3" in note
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_workflows_load_the_family_the_pack_ships_with_one_caption_per_picture(name, object_info):
+    """The tiny demos run out of the box: ComfyUI lists the pack's own files (on_load registers its models/ folders),
+    the LoRA loader's preset drives every sampler, and each sampler's positive has one caption line per latent."""
+    workflow = load(name)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    values = {i: widget_values(n, object_info[n["type"]]) for i, n in nodes.items() if n["type"] not in FRONTEND_ONLY}
+    source = {(l[3], nodes[l[3]]["inputs"][l[4]]["name"]): l[1] for l in workflow["links"]}
+    unet = next(v for i, v in values.items() if nodes[i]["type"] == "UNETLoader")
+    lora = next(i for i in values if nodes[i]["type"] == "SwDLoraLoader")
+    assert unet["unet_name"] == "swd-tiny-teacher.safetensors"
+    assert values[lora]["lora_name"] == "swd-tiny-4-steps.safetensors"
+    assert unet["unet_name"] in combo_options(object_info["UNETLoader"]["input"]["required"]["unet_name"])
+    assert values[lora]["lora_name"] in combo_options(object_info["SwDLoraLoader"]["input"]["required"]["lora_name"])
+    samplers = [i for i in values if nodes[i]["type"] == "SwDKSampler"]
+    assert len(samplers) == (1 if name == "swd_tiny_demo" else 2)
+    for sampler in samplers:
+        assert source[(sampler, "preset")] == lora and source[(sampler, "model")] == lora
+        captions = values[source[(sampler, "positive")]]["text"].splitlines()
+        assert values[source[(sampler, "negative")]]["text"] == ""
+        latent = source[(sampler, "latent_image")]
+        while nodes[latent]["type"] != "EmptySD3LatentImage":  # back through upscale, encode, decode, draft
+            upstream = next(e["name"] for e in nodes[latent]["inputs"] if e["type"] in ("LATENT", "IMAGE"))
+            latent = source[(latent, upstream)]
+        assert values[latent]["batch_size"] == len(captions) == (4 if name == "swd_tiny_demo" else 1)
+        assert (values[latent]["width"], values[latent]["height"]) == (128, 128)
+
+
+def test_tiny_inpainting_keeps_the_draft_outside_the_mask_and_repaints_inside(comfy, object_info):
+    workflow = load("swd_tiny_inpaint")
+    prompt = to_api(workflow, object_info)
+    box = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SolidMask" and n["inputs"]["value"] == 1.0)
+    composite = next(n["inputs"] for n in prompt.values() if n["class_type"] == "MaskComposite")
+    messages, _ = comfy.run_watching(prompt)
+    images = _output_images(comfy, messages)
+    kinds = {i: prompt[i]["class_type"] for i in images}
+    draft, result = (np.asarray(Image.open(images[next(i for i in images if kinds[i] == k)][0]).convert("RGB"),
+                                np.int16) for k in ("PreviewImage", "SaveImage"))
+    inside = np.zeros(draft.shape[:2], bool)
+    inside[composite["y"]:composite["y"] + box["height"], composite["x"]:composite["x"] + box["width"]] = True
+    assert inside.mean() == pytest.approx((72 / 128) ** 2)
+    assert np.array_equal(draft[~inside], result[~inside])
+    assert np.abs(draft[inside] - result[inside]).mean() > 10
 
 
 def test_a_workflow_saved_before_denoise_loads_and_gives_the_same_result(comfy, object_info):

@@ -2,6 +2,7 @@
 
 The loaders of the real files become the test-only nodes of tests/comfy_test_nodes (the same outputs, tiny
 models); the LoRA loader stays the pack's own and reads tiny PEFT LoRAs written under the workflows' file names.
+The tiny demo workflows need no stand-ins: they load the tiny family that the pack ships in its models/ folder.
 """
 from __future__ import annotations
 
@@ -21,10 +22,17 @@ STAND_INS = {"CheckpointLoaderSimple": "SwDTestTinyCheckpoint", "UNETLoader": "S
              "CLIPLoader": "SwDTestTinyCLIP", "VAELoader": "SwDTestTinyVAE"}
 SIZED = {"EmptySD3LatentImage", "EmptyLatentImage", "SwDLatentUpscaleRenoise", "ImageScale"}
 INPUT_IMAGE = "example.png"  # what the img2img and inpainting workflows load (ComfyUI ships one in input/)
+PACK_MODELS = REPO / "models"  # the tiny family, registered with ComfyUI's folder_paths by the pack's on_load
+TINY_NODES = {"SwDTinyTextEncode", "SwDTinyDecode", "SwDTinyEncode"}
 
 
 def load(name: str) -> dict:
     return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def ships_its_models(workflow: dict) -> bool:
+    """Whether a workflow is one of the tiny demos, which run as shipped on the pack's own models."""
+    return any(n["type"] in TINY_NODES for n in workflow["nodes"])
 
 
 def family(workflow: dict) -> str:

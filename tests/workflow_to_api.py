@@ -3,7 +3,8 @@
 Written from the frontend's rules, independently of scripts/build_workflows.py:
 - a node's widgets are its widget inputs (INT, FLOAT, STRING, BOOLEAN, COMBO, unless forceInput) in /object_info's
   input_order (required, then optional); an input with control_after_generate adds one more value right after
-  its own ("fixed", "increment", "decrement", "randomize") that the API prompt never carries;
+  its own ("fixed", "increment", "decrement", "randomize") that the API prompt never carries, and an input with
+  image_upload (LoadImage) is followed by its upload button's value, "image";
 - a link into a widget input replaces the widget's value;
 - mode 4 (bypass) passes each output through from the first input of the same type (the same slot first);
   mode 2 (muted) removes the node and leaves the inputs it fed unconnected;
@@ -17,6 +18,7 @@ import math
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+UPLOAD_VALUE = "image"  # what the frontend saves for LoadImage's upload button
 MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
 
 
@@ -66,6 +68,12 @@ def widget_values(node: dict, info: dict) -> dict:
                 raise WorkflowError(f"node {node['id']} ({node['type']}): {name!r} must be followed by its "
                                     f"control_after_generate value (one of {sorted(CONTROL_VALUES)}), got "
                                     f"{values[i] if i < len(values) else 'nothing'!r}")
+            i += 1
+        if _options(spec).get("image_upload"):
+            if i >= len(values) or values[i] != UPLOAD_VALUE:
+                got = values[i] if i < len(values) else "nothing"
+                raise WorkflowError(f"node {node['id']} ({node['type']}): {name!r} must be followed by its upload "
+                                    f"button's value {UPLOAD_VALUE!r}, got {got!r}")
             i += 1
     if i != len(values):
         raise WorkflowError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} entries, the "
