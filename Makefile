@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 COMFY = $$(cat .comfyui/comfyui_path)
 PORT ?= 8188
 
-.PHONY: help setup demo test test-fast serve bench package retrain-tiny eval-tiny clean
+.PHONY: help setup demo test test-fast serve bench package retrain-tiny eval-tiny ablate-tiny clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,15 @@ retrain-tiny: setup ## rebuild models/ (tiny teacher, then its SwD student) from
 
 eval-tiny: setup ## print the tiny family's quality table, measured through real ComfyUI
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval
+
+ABLATION := .swd_work/ablation
+ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, + patch loss) and judge each in ComfyUI
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --dmd false --patch none --warm-steps 1600 \
+		--out $(ABLATION)/swd-tiny-warm-start-only.safetensors --work $(ABLATION)
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch none \
+		--out $(ABLATION)/swd-tiny-dmd.safetensors --work $(ABLATION)
+	@for f in warm-start-only dmd; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
+		--student $(ABLATION)/swd-tiny-$$f.safetensors; done
 
 package: ## build dist/<name>-<version>.zip as `comfy node pack` would and list exactly what ships
 	@python3 scripts/package.py

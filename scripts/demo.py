@@ -6,6 +6,7 @@ demo_output/:
   tiny_swd_grid.png           16 captions drawn by the SwD student (4 scale-wise steps, cfg 1)
   tiny_teacher_28_grid.png    the same captions and seeds by the teacher, 28 steps (euler, cfg 3)
   tiny_teacher_2_grid.png     ... and by the teacher in 2 full-resolution steps (the same compute as SwD's 4)
+  tiny_grids.png              the three grids side by side (the README's docs/tiny_grids.png)
   tiny_swd_scale_<i>_<w>x<h>.png  the student's x0 after each SwD step for the first caption, smallest first
   tiny_captions.txt           the captions, in grid order (left to right, top to bottom)
   timings.json                the sampler wall times printed in the table
@@ -258,6 +259,19 @@ def grid(paths: list[Path], out: Path, columns: int = 4):
     sheet.save(out)
 
 
+def side_by_side(paths: list[Path], labels: list[str], out: Path):
+    """The grids in a row, each with its label above (PIL's built-in font)."""
+    from PIL import Image, ImageDraw
+    grids = [Image.open(p).convert("RGB") for p in paths]
+    w, h = grids[0].size
+    sheet = Image.new("RGB", (len(grids) * (w + 16) - 16, h + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (g, label) in enumerate(zip(grids, labels)):
+        sheet.paste(g, (k * (w + 16), 20))
+        draw.text((k * (w + 16), 4), label, fill="black")
+    sheet.save(out)
+
+
 def tiny_demo(started: float):
     """The shipped tiny family: grids of 16 captions (SwD student, teacher 28 and 2 steps), the student's picture
     after every scale, and the sampler timings."""
@@ -294,6 +308,9 @@ def tiny_demo(started: float):
                 if r == 0:
                     grid(paths, OUT / out)
             times[f"{name}, {steps} steps"] = runs
+        side_by_side([OUT / r[3] for r in (rows[1], rows[2], rows[0])],
+                     ["teacher, 28 steps (cfg 3)", "teacher, 2 full-resolution steps (cfg 3)",
+                      "SwD student, 4 scale-wise steps (cfg 1)"], OUT / "tiny_grids.png")
         # the student's x0 after each scale: a run cut after step i returns exactly step i's x0 (same noise draws)
         preset = PRESETS[TINY_PRESET]
         sizes = step_sizes(preset.scales, 16, 16, 2)
@@ -319,7 +336,7 @@ def tiny_demo(started: float):
     for name, t in medians.items():
         print(f"  {name:<48} {t:7.3f} s  ({1000 * t / len(captions):6.1f} ms/image, {t / swd:5.1f}x SwD's time)")
     print(f"\nOutputs in {OUT}/ (captions in grid order in tiny_captions.txt, first: {captions[0]!r}):")
-    for path in [*(OUT / r[3] for r in rows), *scale_paths, OUT / "timings.json"]:
+    for path in [*(OUT / r[3] for r in rows), OUT / "tiny_grids.png", *scale_paths, OUT / "timings.json"]:
         print(f"  {path}")
     print(f"make demo finished in {time.perf_counter() - started:.0f} s")
 

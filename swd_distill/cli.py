@@ -53,6 +53,7 @@ def main(argv=None) -> None:
     e.add_argument("--samples", type=int, default=240)
     e.add_argument("--student", type=Path, default=None, help="another student LoRA to evaluate (e.g. an ablation)")
     e.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    e.add_argument("--student-only", action="store_true", help="only the SwD student's row (for ablations)")
     for p in (t, s):
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work")
         p.add_argument("--work", type=Path, default=WORK, help="checkpoint folder")
@@ -68,4 +69,4 @@ def main(argv=None) -> None:
         distill(args.teacher, args.out, _config(args, DistillConfig), args.work / args.out.stem, args.resume)
     else:
         from .evaluate import main as evaluate
-        sys.exit(evaluate(args.samples, args.student, args.json))
+        sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .judge import attribute_accuracy, frechet_distance, to_tensor, train_judge
+from .judge import attribute_accuracy, cached_judge, frechet_distance, to_tensor
 from .scenes import make_dataset, scene_of
 from .tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
 
@@ -135,24 +135,34 @@ def rows_to_run(best_cfg: float, student: str) -> list[tuple[str, dict]]:
             ("SwD student: 4 scale-wise steps, cfg 1", sampler_nodes("swd", lora=student))]
 
 
-def main(samples: int = 240, student: Path | None = None, json_out: Path | None = None) -> int:
+def main(samples: int = 240, student: Path | None = None, json_out: Path | None = None,
+         student_only: bool = False) -> int:
     started = time.perf_counter()
-    print("training the judge on rendered scenes ...", flush=True)
-    judge = train_judge()
+    print("the judge: trained on rendered scenes (cached in .swd_work/) ...", flush=True)
+    judge = cached_judge(ROOT / ".swd_work" / "judge.safetensors")
     labels = make_dataset(samples, 2026)[1]
     real_features = judge.predict(to_tensor(make_dataset(2000, 99)[0]))[1]
     loras = {"eval-student.safetensors": student} if student else {}
     server = start_server(loras)
+    lora = "eval-student.safetensors" if student else STUDENT_FILE
     try:
+        if student_only:
+            rows = [evaluate_row(server, judge, f"SwD student: {student or lora}", sampler_nodes("swd", lora=lora),
+                                 labels, real_features)]
+            return _report(rows, samples, started, json_out)
         rows = [evaluate_row(server, judge, f"teacher: 28 steps, cfg {cfg:g}", sampler_nodes("ksampler", 28, cfg),
                              labels, real_features) for cfg in (1.0, 3.0)]
         best = max(rows, key=lambda r: r.accuracy)
         best_cfg = float(best.name.rsplit(" ", 1)[1])
-        for name, nodes in rows_to_run(best_cfg, "eval-student.safetensors" if student else STUDENT_FILE):
+        for name, nodes in rows_to_run(best_cfg, lora):
             rows.append(evaluate_row(server, judge, name, nodes, labels, real_features))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         server.stop()
+    return _report(rows, samples, started, json_out)
+
+
+def _report(rows: list[Row], samples: int, started: float, json_out: Path | None) -> int:
     print(f"\nTiny family, {samples} samples per row, judged at 32x32 ({time.perf_counter() - started:.0f} s):\n")
     print(table(rows))
     if json_out:

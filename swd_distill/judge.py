@@ -95,6 +95,19 @@ def train_judge(seed: int = 1234, count: int = 10000, epochs: int = 6) -> Judge:
     return judge
 
 
+def cached_judge(path) -> Judge:
+    """train_judge() once; later calls load its weights from `path` (safetensors)."""
+    from safetensors.torch import load_file, save_file
+    if path.exists():
+        judge = Judge()
+        judge.load_state_dict(load_file(str(path)))
+        return judge.eval()
+    judge = train_judge()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(path))
+    return judge
+
+
 def attribute_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of images with all five attributes right."""
     return float((predicted == labels).all(-1).float().mean())
