@@ -39,7 +39,7 @@ eval-tiny: setup ## print the tiny family's quality table, measured through real
 
 ABLATION := .swd_work/ablation
 ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, + patch loss) and judge each in ComfyUI
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --dmd false --patch none --warm-steps 1600 \
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --dmd false --patch none --warm-steps 2000 \
 		--out $(ABLATION)/swd-tiny-warm-start-only.safetensors --work $(ABLATION)
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch none \
 		--out $(ABLATION)/swd-tiny-dmd.safetensors --work $(ABLATION)

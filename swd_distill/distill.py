@@ -47,7 +47,7 @@ from .tiny import NATIVE_LATENT, TINY_PRESET
 
 @dataclass
 class DistillConfig:
-    steps: int = 1600  # generator steps, warm start included
+    steps: int = 2000  # generator steps, warm start included
     warm_steps: int = 200
     batch: int = 32
     rank: int = 32
