@@ -24,8 +24,12 @@ Losses of the student (generator):
   patch_sigma_max), compared as sets of patches: "linear" (the released default: each image's token mean against
   its real partner's under a pseudo-Huber penalty sqrt(d^2 + c^2) - c, c = 1e-3) or "rbf" (MMD^2 between the two
   token sets with a Gaussian kernel, bandwidth the median distance); weight `patch_weight`.
+- the GAN term (DMD2's, optional: weight `gan`, 0 = off): a small MLP discriminator on the token mean of the same
+  fake-score features of the noised x0_student (t ~ U(0.02, dmd_sigma_max)); the student's loss is
+  softplus(-logit).
 Fake score: before each generator step, `fake_updates` steps on fresh batches of ||x0_fake(x_t) - x0_student||^2
-at t ~ U(0.02, 1).
+at t ~ U(0.02, 1); with the GAN term on, plus `gan_d` x the discriminator's loss softplus(logit(fake)) +
+softplus(-logit(real)), the real latent noised with the same t and eps (the fake adapter and the head both learn).
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ class DistillConfig:
     patch_weight: float = 1.0
     patch_sigma_max: float = 0.60
     huber_c: float = 1e-3
+    gan: float = 0.0  # the generator's GAN weight (0: no discriminator head)
+    gan_d: float = 0.01  # the discriminator loss's weight in the fake-score update (the official value)
     seed: int = 1
     checkpoint_every: int = 100
 
@@ -96,6 +102,12 @@ def patch_loss(f_student: torch.Tensor, f_real: torch.Tensor, kernel: str, c: fl
     return (k[:, :n, :n].mean((1, 2)) + k[:, n:, n:].mean((1, 2)) - 2 * k[:, :n, n:].mean((1, 2))).mean()
 
 
+def discriminator(hidden: int, seed: int) -> torch.nn.Module:
+    """DMD2's head: an MLP on the token mean of the fake score's block features, one logit per image."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 1))
+
+
 def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bool = False) -> list[dict]:
     """Distil, write the student LoRA (fp16, PEFT keys) to `out`; returns the losses of every step run."""
     par = Parallel()
@@ -105,6 +117,8 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
     net.requires_grad_(False)
     student = add_lora(net, "student", cfg.rank, cfg.rank, cfg.seed)
     fake = add_lora(net, "fake", cfg.rank, cfg.rank, cfg.seed + 1)
+    head = discriminator(net.hidden_size, cfg.seed + 2).to(dev) if cfg.gan > 0 else None
+    fake += list(head.parameters()) if head is not None else []
     net.to(dev)
     for p in student + fake:
         p.requires_grad_(True)
@@ -138,13 +152,21 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
         logs = {}
         if not warm and cfg.dmd:
             for f in range(cfg.fake_updates):
-                x, sigma, _, ctx, pooled, g = sample(step, 1 + f)
+                x, sigma, z, ctx, pooled, g = sample(step, 1 + f)
                 with torch.no_grad(), adapter(net, "student"):
                     x0_s = predict_x0(net, x, sigma, ctx, pooled)
                 t = torch.empty(local).uniform_(0.02, 1.0, generator=g).to(dev)
                 x_t = noised(x0_s, t, torch.randn(x0_s.shape, generator=g).to(dev))
                 with adapter(net, "fake"):
                     fake_loss = F.mse_loss(predict_x0(net, x_t, t, ctx, pooled), x0_s)
+                    if head is not None:
+                        eps = torch.randn(x0_s.shape, generator=g).to(dev)
+                        t = torch.empty(local).uniform_(0.02, cfg.dmd_sigma_max, generator=g).to(dev)
+                        d_fake = head(block_features(net, noised(x0_s, t, eps), t, ctx, pooled).mean(1))
+                        d_real = head(block_features(net, noised(z, t, eps), t, ctx, pooled).mean(1))
+                        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+                        fake_loss = fake_loss + cfg.gan_d * d_loss
+                        logs["d"] = d_loss.item()
                 fake_opt.zero_grad(set_to_none=True)
                 fake_loss.backward()
                 par.average_gradients(fake)
@@ -183,13 +205,21 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
                 patch = patch_loss(f_student, f_real, cfg.patch, cfg.huber_c)
                 loss = loss + cfg.patch_weight * patch
                 logs["patch"] = patch.item()
+            if head is not None:
+                t = torch.empty(local).uniform_(0.02, cfg.dmd_sigma_max, generator=g).to(dev)
+                with adapter(net, "fake"):
+                    features = block_features(net, noised(x0_s, t, torch.randn(x0_s.shape, generator=g).to(dev)),
+                                              t, ctx, pooled)
+                gan = F.softplus(-head(features.mean(1))).mean()
+                loss = loss + cfg.gan * gan
+                logs["gan"] = gan.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         par.average_gradients(student)
         torch.nn.utils.clip_grad_norm_(student, 1.0)
         opt.step()
         for p in fake:
-            p.grad = None  # the patch loss reaches the fake adapter too; only the student learns from it
+            p.grad = None  # the patch and GAN losses reach the fake side too; only the student learns from them
         history.append({k: par.mean(v) for k, v in logs.items()})
         progress.update(**history[-1])
         if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
@@ -198,7 +228,7 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
     lora = {k: v.to(torch.float16).contiguous() for k, v in peft_state_dict(net.cpu(), "student").items()}
     par.save_weights(out, lora, {"swd_preset": TINY_PRESET, "swd_tiny": "student", "rank": str(cfg.rank),
                                  "steps": str(cfg.steps), "seed": str(cfg.seed),
-                                 "patch": cfg.patch, "dmd": str(cfg.dmd)}, work)
+                                 "patch": cfg.patch, "dmd": str(cfg.dmd), "gan": str(cfg.gan)}, work)
     par.close()
     return history
 
