@@ -163,6 +163,24 @@ def test_distillation_runs_and_exports_a_peft_lora_the_loader_reads(tmp_path):
                      "ff_context.net.0.proj", "ff_context.net.2"}
 
 
+def test_the_gan_head_trains_beside_the_fake_score_and_resumes_exactly(tmp_path):
+    from swd_distill.distill import DistillConfig, distill
+    from swd_distill.teacher import TeacherConfig, train_teacher
+    torch.set_num_threads(1)
+    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=3, batch=8, warmup=1), tmp_path / "w")
+    cfg = dict(warm_steps=1, batch=8, rank=4, gan=0.5, checkpoint_every=3)
+    history = distill(tmp_path / "t.safetensors", tmp_path / "a.safetensors", DistillConfig(steps=5, **cfg),
+                      tmp_path / "wa")
+    assert [sorted(h) for h in history] == [["warm"]] + [["d", "dmd", "fake", "gan", "patch"]] * 4
+    # softplus losses of an untrained head start near log 2 (generator) and 2 log 2 (discriminator)
+    assert abs(history[1]["gan"] - np.log(2)) < 0.2 and abs(history[1]["d"] - 2 * np.log(2)) < 0.4
+    distill(tmp_path / "t.safetensors", tmp_path / "b.safetensors", DistillConfig(steps=3, **cfg), tmp_path / "wb")
+    distill(tmp_path / "t.safetensors", tmp_path / "b.safetensors", DistillConfig(steps=5, **cfg), tmp_path / "wb",
+            resume=True)
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_two_processes_train_data_parallel_and_hold_identical_weights(tmp_path):
     result = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swd_distill",
                    "teacher", "--steps", "3", "--batch", "8", "--warmup", "1", "--threads", "1",
