@@ -31,7 +31,7 @@ bench: setup ## print JSON timings of the SwD loop against full-resolution sampl
 	@$(PY) benchmarks/bench_sampler.py
 
 retrain-tiny: setup ## rebuild models/ (tiny teacher, then its SwD student) from fixed seeds; RESUME=1 continues
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill teacher --threads 1 $(if $(RESUME),--resume)
+	@OMP_NUM_THREADS=2 $(PY) -m swd_distill teacher --threads 2 $(if $(RESUME),--resume)
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 $(if $(RESUME),--resume)
 
 eval-tiny: setup ## print the tiny family's quality table, measured through real ComfyUI

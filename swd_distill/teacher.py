@@ -24,11 +24,11 @@ SMALL_SCALES = (8, 10, 12, 14)
 
 @dataclass
 class TeacherConfig:
-    steps: int = 8000
-    batch: int = 64  # global: split over the processes
+    steps: int = 16000
+    batch: int = 32  # global: split over the processes
     lr: float = 5e-4
     warmup: int = 200
-    decay_start: int = 5000  # the learning rate falls linearly from here to 0 at the last step
+    decay_start: int = 10000  # the learning rate falls linearly from here to 0 at the last step
     ema: float = 0.999
     small_scale_p: float = 0.4
     seed: int = 0
