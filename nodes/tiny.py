@@ -102,7 +102,7 @@ class SwDTinyEncode(io.ComfyNode):
         h, w = pixels.shape[1:3]
         if h % 8 or w % 8:
             raise TinyInputError(f"SwD Tiny Encode: pixels is {w}x{h}; width and height must be multiples of 8 (e.g. "
-                               f"{max(8, round(w / 8) * 8)}x{max(8, round(h / 8) * 8)}): scale or crop the image first.")
+                               f"{max(8, (w + 4) // 8 * 8)}x{max(8, (h + 4) // 8 * 8)}): scale or crop the image first.")
         return io.NodeOutput({"samples": tiny.encode(pixels)})
 
 

@@ -23,7 +23,7 @@ def test_the_shipped_files_appear_in_the_loaders_lists(comfy):
 def test_the_loader_names_the_tiny_preset_and_loads_every_key(comfy):
     nodes = sampler_nodes("swd")
     result = comfy.run({"unet": nodes["unet"], "lora": nodes["lora"],
-                        "show": {"class_type": "SwDTestShowText", "inputs": {"text": ["lora", 1]}}})
+                        "show": {"class_type": "SwDTestShowValue", "inputs": {"value": ["lora", 1]}}})
     report = result.outputs["lora"]["swd_lora"][0]
     assert report["preset"] == TINY_PRESET and report["keys_not_loaded"] == 0 and report["keys_loaded"] == 28
     assert result.outputs["show"]["text"] == [TINY_PRESET]
