@@ -45,6 +45,7 @@ ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, + 
 		--out $(ABLATION)/swd-tiny-dmd.safetensors --work $(ABLATION)
 	@for f in warm-start-only dmd; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
 		--student $(ABLATION)/swd-tiny-$$f.safetensors; done
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only
 
 package: ## build dist/<name>-<version>.zip as `comfy node pack` would and list exactly what ships
 	@python3 scripts/package.py
