@@ -103,9 +103,16 @@ def patch_loss(f_student: torch.Tensor, f_real: torch.Tensor, kernel: str, c: fl
 
 
 def discriminator(hidden: int, seed: int) -> torch.nn.Module:
-    """DMD2's head: an MLP on the token mean of the fake score's block features, one logit per image."""
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 1))
+    """DMD2's head: an MLP on the token mean of the fake score's block features, one logit per image (comfy.ops
+    layers, which skip initialisation, so torch's default initialisation from `seed` is applied here)."""
+    import comfy.ops
+    ops = comfy.ops.disable_weight_init
+    head = torch.nn.Sequential(ops.Linear(hidden, hidden), torch.nn.SiLU(), ops.Linear(hidden, 1))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for layer in (head[0], head[2]):
+            torch.nn.Linear.reset_parameters(layer)
+    return head
 
 
 def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bool = False) -> list[dict]:
