@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from comfy_harness import ComfyServer, comfyui_path  # noqa: E402
 from tiny_workflows import load  # noqa: E402
+from tiny_pictures import strip  # noqa: E402  (scripts/, beside this file)
 from workflow_to_api import to_api  # noqa: E402
 
 from swd_sampler.schedule import PRESETS, resolve, step_sizes  # noqa: E402
@@ -203,20 +204,17 @@ def sd35_demo(real: dict, started: float):
         baseline[decode_id] = {**prompt[decode_id], "inputs": {**prompt[decode_id]["inputs"], "samples": ["ks", 0]}}
         baseline["ks_save"] = {"class_type": "SaveImage", "inputs": {"images": [decode_id, 0],
                                                                       "filename_prefix": "demo/ksampler"}}
-        times = {"swd": [], "ksampler": []}
-        for r in range(1):
-            seed = swd["seed"] + 1 + r  # a new seed per run, so that only the sampler and what follows re-run
-            timed = json.loads(json.dumps(prompt))
-            timed[swd_id]["inputs"]["seed"] = seed
-            durations, _, _ = runner.run(timed)
-            times["swd"].append(durations[swd_id])
-            timed = json.loads(json.dumps(baseline))
-            timed["ks"]["inputs"]["seed"] = seed
-            durations, images, _ = runner.run(timed)
-            times["ksampler"].append(durations["ks"])
-            if r == 0:
-                shutil.copy(images["ks_save"], OUT / "ksampler_full_res.png")
-        swd_t, ks_t = statistics.median(times["swd"]), statistics.median(times["ksampler"])
+        seed = swd["seed"] + 1  # a new seed, so that only the sampler and what follows re-run
+        timed = json.loads(json.dumps(prompt))
+        timed[swd_id]["inputs"]["seed"] = seed
+        durations, _, _ = runner.run(timed)
+        swd_t = durations[swd_id]
+        timed = json.loads(json.dumps(baseline))
+        timed["ks"]["inputs"]["seed"] = seed
+        durations, images, _ = runner.run(timed)
+        ks_t = durations["ks"]
+        shutil.copy(images["ks_save"], OUT / "ksampler_full_res.png")
+        times = {"swd": [swd_t], "ksampler": [ks_t]}
         steps_px = " -> ".join(f"{w * 8}x{h * 8}" for h, w in sizes)
         rows = [("SwD (SwDKSampler)", f"{len(scales)}", steps_px, swd_t),
                 ("stock KSampler (euler/simple)", f"{len(scales)}", f"{width}x{height} every step", ks_t)]
@@ -259,19 +257,6 @@ def grid(paths: list[Path], out: Path, columns: int = 4):
     sheet.save(out)
 
 
-def side_by_side(paths: list[Path], labels: list[str], out: Path):
-    """The grids in a row, each with its label above (PIL's built-in font)."""
-    from PIL import Image, ImageDraw
-    grids = [Image.open(p).convert("RGB") for p in paths]
-    w, h = grids[0].size
-    sheet = Image.new("RGB", (len(grids) * (w + 16) - 16, h + 20), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (g, label) in enumerate(zip(grids, labels)):
-        sheet.paste(g, (k * (w + 16), 20))
-        draw.text((k * (w + 16), 4), label, fill="black")
-    sheet.save(out)
-
-
 def tiny_demo(started: float):
     """The shipped tiny family: grids of 16 captions (SwD student, teacher 28 and 2 steps), the student's picture
     after every scale, and the sampler timings."""
@@ -308,9 +293,9 @@ def tiny_demo(started: float):
                 if r == 0:
                     grid(paths, OUT / out)
             times[f"{name}, {steps} steps"] = runs
-        side_by_side([OUT / r[3] for r in (rows[1], rows[2], rows[0])],
-                     ["teacher, 28 steps (cfg 3)", "teacher, 2 full-resolution steps (cfg 3)",
-                      "SwD student, 4 scale-wise steps (cfg 1)"], OUT / "tiny_grids.png")
+        strip([OUT / r[3] for r in (rows[1], rows[2], rows[0])],
+              ["teacher, 28 steps (cfg 3)", "teacher, 2 full-resolution steps (cfg 3)",
+               "SwD student, 4 scale-wise steps (cfg 1)"], height=None, gap=16).save(OUT / "tiny_grids.png")
         # the student's x0 after each scale: a run cut after step i returns exactly step i's x0 (same noise draws)
         preset = PRESETS[TINY_PRESET]
         sizes = step_sizes(preset.scales, 16, 16, 2)

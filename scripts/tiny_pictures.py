@@ -41,19 +41,22 @@ def captions(prompt: dict) -> list[str]:
     return [line for t in texts if t for line in t.splitlines()]
 
 
-def strip(paths: list[Path], labels: list[str]):
-    """The pictures side by side, each nearest-upscaled to PANEL px high, with its label underneath."""
+def strip(paths: list[Path], labels: list[str], height: int | None = PANEL, gap: int = 4):
+    """The pictures side by side, `gap` px apart, each nearest-resized to `height` px (None: as they are), with its
+    label underneath."""
     from PIL import Image, ImageDraw
     panels = []
     for path in paths:
         with Image.open(path) as im:
-            panels.append(im.convert("RGB").resize((PANEL * im.width // im.height, PANEL), Image.NEAREST))
-    out = Image.new("RGB", (sum(p.width for p in panels) + 4 * (len(panels) - 1), PANEL + LABEL), "white")
+            h = height or im.height
+            panels.append(im.convert("RGB").resize((h * im.width // im.height, h), Image.NEAREST))
+    tallest = max(p.height for p in panels)
+    out = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), tallest + LABEL), "white")
     draw, x = ImageDraw.Draw(out), 0
     for panel, label in zip(panels, labels):
         out.paste(panel, (x, 0))
-        draw.text((x + 2, PANEL + 3), label, fill="black")
-        x += panel.width + 4
+        draw.text((x + 2, tallest + 3), label, fill="black")
+        x += panel.width + gap
     return out
 
 

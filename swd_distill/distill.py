@@ -44,7 +44,8 @@ from swd_sampler.resize import resize
 from swd_sampler.schedule import PRESETS, step_sizes
 
 from . import data
-from .model import add_lora, adapter, block_features, build_mmdit, peft_state_dict, predict_x0, predict_x0_cfg
+from .model import (add_lora, adapter, block_features, build_mmdit, peft_state_dict, predict_x0, predict_x0_cfg,
+                    torch_default_init)
 from .runner import Parallel, Progress, load_checkpoint, save_checkpoint
 from .tiny import NATIVE_LATENT, TINY_PRESET
 
@@ -103,16 +104,13 @@ def patch_loss(f_student: torch.Tensor, f_real: torch.Tensor, kernel: str, c: fl
 
 
 def discriminator(hidden: int, seed: int) -> torch.nn.Module:
-    """DMD2's head: an MLP on the token mean of the fake score's block features, one logit per image (comfy.ops
-    layers, which skip initialisation, so torch's default initialisation from `seed` is applied here)."""
+    """DMD2's head: an MLP on the token mean of the fake score's block features, one logit per image."""
     import comfy.ops
     ops = comfy.ops.disable_weight_init
-    head = torch.nn.Sequential(ops.Linear(hidden, hidden), torch.nn.SiLU(), ops.Linear(hidden, 1))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        for layer in (head[0], head[2]):
-            torch.nn.Linear.reset_parameters(layer)
-    return head
+        head = torch.nn.Sequential(ops.Linear(hidden, hidden), torch.nn.SiLU(), ops.Linear(hidden, 1))
+        return torch_default_init(head)
 
 
 def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bool = False) -> list[dict]:
@@ -168,9 +166,9 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
                     fake_loss = F.mse_loss(predict_x0(net, x_t, t, ctx, pooled), x0_s)
                     if head is not None:
                         eps = torch.randn(x0_s.shape, generator=g).to(dev)
-                        t = torch.empty(local).uniform_(0.02, cfg.dmd_sigma_max, generator=g).to(dev)
-                        d_fake = head(block_features(net, noised(x0_s, t, eps), t, ctx, pooled).mean(1))
-                        d_real = head(block_features(net, noised(z, t, eps), t, ctx, pooled).mean(1))
+                        t_d = torch.empty(local).uniform_(0.02, cfg.dmd_sigma_max, generator=g).to(dev)
+                        d_fake = head(block_features(net, noised(x0_s, t_d, eps), t_d, ctx, pooled).mean(1))
+                        d_real = head(block_features(net, noised(z, t_d, eps), t_d, ctx, pooled).mean(1))
                         d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
                         fake_loss = fake_loss + cfg.gan_d * d_loss
                         logs["d"] = d_loss.item()

@@ -40,7 +40,7 @@ class Row:
     ms_per_image: float
     ms_per_prompt: float
     samples: int
-    shape_accuracy: float = float("nan")  # the attribute the tiny teacher finds hardest (README, Quality)
+    shape_accuracy: float  # the attribute the tiny teacher finds hardest (README, Quality)
 
 
 def sampler_nodes(kind: str, steps: int = 0, cfg: float = 1.0, lora: str = STUDENT_FILE) -> dict:
@@ -154,10 +154,10 @@ def main(samples: int = 240, student: Path | None = None, json_out: Path | None 
             rows = [evaluate_row(server, judge, f"SwD student: {student or lora}", sampler_nodes("swd", lora=lora),
                                  labels, real_features)]
             return _report(rows, samples, started, json_out)
+        cfgs = (1.0, 3.0)
         rows = [evaluate_row(server, judge, f"teacher: 28 steps, cfg {cfg:g}", sampler_nodes("ksampler", 28, cfg),
-                             labels, real_features) for cfg in (1.0, 3.0)]
-        best = max(rows, key=lambda r: r.accuracy)
-        best_cfg = float(best.name.rsplit(" ", 1)[1])
+                             labels, real_features) for cfg in cfgs]
+        best_cfg = max(zip(cfgs, rows), key=lambda pair: pair[1].accuracy)[0]
         for name, nodes in rows_to_run(best_cfg, lora):
             rows.append(evaluate_row(server, judge, name, nodes, labels, real_features))
             print(table(rows[-1:]).splitlines()[-1], flush=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import import_comfy
+from .model import import_comfy, torch_default_init
 from .scenes import ATTRIBUTES, SIDE, make_dataset
 
 CLASSES = [len(v) for v in ATTRIBUTES.values()]
@@ -35,10 +35,7 @@ class Judge(nn.Module):
         # positions need where, not only what: pool to 2x2 cells (the four quadrants) before the features
         self.features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), ops.Linear(512, 128), nn.GELU())
         self.heads = nn.ModuleList(ops.Linear(128, n) for n in CLASSES)
-        for module in self.modules():  # comfy.ops layers skip initialisation; use torch's default
-            for layer in (torch.nn.Conv2d, torch.nn.Linear):
-                if isinstance(module, layer):
-                    layer.reset_parameters(module)
+        torch_default_init(self)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, 32, 32) in [0, 1] -> (B, 128)."""

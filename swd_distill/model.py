@@ -36,6 +36,15 @@ def import_comfy(cpu: bool | None = None):
         args.cpu = (not torch.cuda.is_available()) if cpu is None else cpu
 
 
+def torch_default_init(module: nn.Module) -> nn.Module:
+    """Give the comfy.ops layers of `module` (which skip initialisation) torch's own default initialisation."""
+    for layer in module.modules():
+        for kind in (nn.Conv2d, nn.Linear):
+            if isinstance(layer, kind):
+                kind.reset_parameters(layer)
+    return module
+
+
 def build_mmdit(seed: int) -> nn.Module:
     """The teacher's MMDiT (SD3 class, depth 2, hidden 128) with DiT's initialisation from `seed`: xavier linear
     layers, zero modulation and output layers (so it starts as the identity of its blocks), SD3's fixed 2-D sin-cos

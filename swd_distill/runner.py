@@ -122,10 +122,9 @@ class Progress:
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
         self.bar.update(1)
 
-    def close(self) -> float:
-        """Close the bar and print the wall time of this run; returns it in seconds."""
+    def close(self) -> None:
+        """Close the bar and print the wall time of this run."""
         self.bar.close()
         seconds = time.monotonic() - self.start_time
         if not self.bar.disable:
             print(f"{self.bar.desc}: {self.bar.n} steps, this run took {seconds / 60:.1f} min", file=sys.stderr)
-        return seconds
