@@ -92,21 +92,28 @@ def random_scene(rng: np.random.Generator) -> Scene:
                  dy=float(rng.uniform(-0.05, 0.05)))
 
 
-def _gradient() -> np.ndarray:
-    return np.linspace(1.15, 0.60, DRAW, dtype=np.float32)[:, None, None]
-
-
+_GRADIENT = np.linspace(1.15, 0.60, DRAW, dtype=np.float32)[:, None, None]
 _STRIPES = ((np.arange(DRAW) // 8) % 2 == 1)[:, None, None]  # rows darkened to 0.35 (a 4 px period at 32 px)
+_BACKGROUNDS: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (drawn 128x128, reduced 32x32), float32
+
+
+def _box(image: np.ndarray) -> np.ndarray:
+    """PIL's Image.BOX reduction by 4, unrounded: (4h, 4w, 3) -> (h, w, 3)."""
+    h, w = image.shape[0] // 4, image.shape[1] // 4
+    return image.reshape(h, 4, w, 4, 3).mean(axis=(1, 3))
 
 
 def render(scene: Scene) -> np.ndarray:
-    """The scene as a (32, 32, 3) uint8 RGB array."""
+    """The scene as a (32, 32, 3) uint8 RGB array. Only the 4-aligned window around the shape is composited at
+    128x128; the rest is the reduced background (the same numbers as reducing the whole drawing)."""
     from PIL import Image, ImageDraw  # noqa: PLC0415 (PIL only when drawing)
 
-    background = np.clip(np.array(BACKGROUNDS[scene.background], np.float32) * _gradient(), 0, 255)
-    background = np.broadcast_to(background, (DRAW, DRAW, 3))
+    if scene.background not in _BACKGROUNDS:
+        drawn = np.broadcast_to(np.clip(np.array(BACKGROUNDS[scene.background], np.float32) * _GRADIENT, 0, 255),
+                                (DRAW, DRAW, 3))
+        _BACKGROUNDS[scene.background] = drawn, _box(drawn)
+    background, reduced = _BACKGROUNDS[scene.background]
     colour = np.array(COLOURS[scene.colour], np.float32)
-    fill = np.where(_STRIPES, colour * 0.35, colour) if scene.texture == "striped" else colour[None, None]
     cx, cy = POSITIONS[scene.position]
     cx, cy, half = (cx + scene.dx) * DRAW, (cy + scene.dy) * DRAW, scene.size * DRAW / 2
     mask = Image.new("L", (DRAW, DRAW), 0)
@@ -118,10 +125,15 @@ def render(scene: Scene) -> np.ndarray:
         draw.rectangle(box, fill=255)
     else:
         draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=255)
-    alpha = np.asarray(mask, np.float32)[..., None] / 255.0
-    image = background * (1 - alpha) + fill * alpha
-    box = image.reshape(SIDE, DRAW // SIDE, SIDE, DRAW // SIDE, 3).mean(axis=(1, 3))  # PIL's Image.BOX, unrounded
-    return np.clip(box + 0.5, 0, 255).astype(np.uint8)
+    x0, y0 = (max(0, (int(v - half) - 2) // 4 * 4) for v in (cx, cy))
+    x1, y1 = (min(DRAW, (int(v + half) + 6) // 4 * 4) for v in (cx, cy))
+    alpha = np.asarray(mask, np.float32)[y0:y1, x0:x1, None] / 255.0
+    fill = colour[None, None]
+    if scene.texture == "striped":
+        fill = np.where(_STRIPES[y0:y1], colour * 0.35, colour)
+    reduced = reduced.copy()
+    reduced[y0 // 4:y1 // 4, x0 // 4:x1 // 4] = _box(background[y0:y1, x0:x1] * (1 - alpha) + fill * alpha)
+    return np.clip(reduced + 0.5, 0, 255).astype(np.uint8)
 
 
 def make_dataset(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
