@@ -38,12 +38,16 @@ eval-tiny: setup ## print the tiny family's quality table, measured through real
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval
 
 ABLATION := .swd_work/ablation
-ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, + patch loss) and judge each in ComfyUI
+ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, kernels, cfg 5) and judge each in ComfyUI
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --dmd false --patch none --warm-steps 2000 \
 		--out $(ABLATION)/swd-tiny-warm-start-only.safetensors --work $(ABLATION)
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch none \
 		--out $(ABLATION)/swd-tiny-dmd.safetensors --work $(ABLATION)
-	@for f in warm-start-only dmd; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch linear \
+		--out $(ABLATION)/swd-tiny-linear.safetensors --work $(ABLATION)
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --cfg 5 \
+		--out $(ABLATION)/swd-tiny-rbf-cfg5.safetensors --work $(ABLATION)
+	@for f in warm-start-only dmd linear rbf-cfg5; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
 		--student $(ABLATION)/swd-tiny-$$f.safetensors; done
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only
 

@@ -24,15 +24,15 @@ SMALL_SCALES = (8, 10, 12, 14)
 
 @dataclass
 class TeacherConfig:
-    steps: int = 16000
-    batch: int = 32  # global: split over the processes
+    steps: int = 52000
+    batch: int = 16  # global: split over the processes (more small updates beat fewer large ones here)
     lr: float = 5e-4
     warmup: int = 200
-    decay_start: int = 10000  # the learning rate falls linearly from here to 0 at the last step
+    decay_start: int = 36000  # the learning rate falls linearly from here to 0 at the last step
     ema: float = 0.999
     small_scale_p: float = 0.4
     seed: int = 0
-    checkpoint_every: int = 250
+    checkpoint_every: int = 1000
 
 
 def sample_sigmas(n: int, generator: torch.Generator) -> torch.Tensor:

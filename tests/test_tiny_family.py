@@ -85,9 +85,6 @@ def judged(comfy):
     return row
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 is open on this point: the shipped depth-2 teacher draws the right "
-                   "shape in about 0.73 of its best 28-step samples (colour, texture, position and background: "
-                   "~1.0), and its student (about 0.72) does not draw better shapes than it; README, 'Quality'")
 def test_quality_gate_the_swd_student_draws_its_captions(judged):
     student = judged("student", sampler_nodes("swd"))
     assert student.samples >= 200
