@@ -43,11 +43,11 @@ ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, ke
 		--out $(ABLATION)/swd-tiny-warm-start-only.safetensors --work $(ABLATION)
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch none \
 		--out $(ABLATION)/swd-tiny-dmd.safetensors --work $(ABLATION)
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch linear \
-		--out $(ABLATION)/swd-tiny-linear.safetensors --work $(ABLATION)
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --cfg 5 \
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch rbf \
+		--out $(ABLATION)/swd-tiny-rbf.safetensors --work $(ABLATION)
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch rbf --cfg 5 \
 		--out $(ABLATION)/swd-tiny-rbf-cfg5.safetensors --work $(ABLATION)
-	@for f in warm-start-only dmd linear rbf-cfg5; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
+	@for f in warm-start-only dmd rbf rbf-cfg5; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
 		--student $(ABLATION)/swd-tiny-$$f.safetensors; done
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only
 
