@@ -62,6 +62,7 @@ class Parallel:
         if self.main:
             out.parent.mkdir(parents=True, exist_ok=True)
             save_file(weights, str(out), metadata={**metadata, "processes": str(self.world)})
+            sort_metadata(out)
         if self.world > 1:
             work.mkdir(parents=True, exist_ok=True)
             save_file(weights, str(work / f"final.rank{self.rank}.safetensors"))
@@ -70,6 +71,20 @@ class Parallel:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata in key order (safetensors writes it in hash order), so that
+    the same weights and metadata always give the same bytes; the header keeps its length, the data is untouched."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:
+            raise RuntimeError(f"{path}: the sorted safetensors header outgrew the original ({len(text)} > {size})")
+        f.seek(8)
+        f.write(text.ljust(size, b" "))
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
