@@ -10,6 +10,7 @@ This module is light (numpy and PIL only): the nodes import the vocabulary from 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,13 +95,20 @@ def random_scene(rng: np.random.Generator) -> Scene:
 
 _GRADIENT = np.linspace(1.15, 0.60, DRAW, dtype=np.float32)[:, None, None]
 _STRIPES = ((np.arange(DRAW) // 8) % 2 == 1)[:, None, None]  # rows darkened to 0.35 (a 4 px period at 32 px)
-_BACKGROUNDS: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (drawn 128x128, reduced 32x32), float32
+_SS = DRAW // SIDE  # supersampling factor
 
 
 def _box(image: np.ndarray) -> np.ndarray:
-    """PIL's Image.BOX reduction by 4, unrounded: (4h, 4w, 3) -> (h, w, 3)."""
-    h, w = image.shape[0] // 4, image.shape[1] // 4
-    return image.reshape(h, 4, w, 4, 3).mean(axis=(1, 3))
+    """PIL's Image.BOX reduction by the supersampling factor, unrounded: (4h, 4w, 3) -> (h, w, 3)."""
+    h, w = image.shape[0] // _SS, image.shape[1] // _SS
+    return image.reshape(h, _SS, w, _SS, 3).mean(axis=(1, 3))
+
+
+@functools.cache
+def _background(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A background drawn at 128x128 and its 32x32 reduction (float32)."""
+    drawn = np.broadcast_to(np.clip(np.array(BACKGROUNDS[name], np.float32) * _GRADIENT, 0, 255), (DRAW, DRAW, 3))
+    return drawn, _box(drawn)
 
 
 def render(scene: Scene) -> np.ndarray:
@@ -108,11 +116,7 @@ def render(scene: Scene) -> np.ndarray:
     128x128; the rest is the reduced background (the same numbers as reducing the whole drawing)."""
     from PIL import Image, ImageDraw  # noqa: PLC0415 (PIL only when drawing)
 
-    if scene.background not in _BACKGROUNDS:
-        drawn = np.broadcast_to(np.clip(np.array(BACKGROUNDS[scene.background], np.float32) * _GRADIENT, 0, 255),
-                                (DRAW, DRAW, 3))
-        _BACKGROUNDS[scene.background] = drawn, _box(drawn)
-    background, reduced = _BACKGROUNDS[scene.background]
+    background, reduced = _background(scene.background)
     colour = np.array(COLOURS[scene.colour], np.float32)
     cx, cy = POSITIONS[scene.position]
     cx, cy, half = (cx + scene.dx) * DRAW, (cy + scene.dy) * DRAW, scene.size * DRAW / 2
@@ -125,14 +129,15 @@ def render(scene: Scene) -> np.ndarray:
         draw.rectangle(box, fill=255)
     else:
         draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=255)
-    x0, y0 = (max(0, (int(v - half) - 2) // 4 * 4) for v in (cx, cy))
-    x1, y1 = (min(DRAW, (int(v + half) + 6) // 4 * 4) for v in (cx, cy))
+    # the window: the shape's box plus 2 px of margin for PIL's rasterisation, widened to whole output pixels
+    x0, y0 = (max(0, (int(v - half) - 2) // _SS * _SS) for v in (cx, cy))
+    x1, y1 = (min(DRAW, (int(v + half) + 2 + _SS) // _SS * _SS) for v in (cx, cy))
     alpha = np.asarray(mask, np.float32)[y0:y1, x0:x1, None] / 255.0
     fill = colour[None, None]
     if scene.texture == "striped":
         fill = np.where(_STRIPES[y0:y1], colour * 0.35, colour)
     reduced = reduced.copy()
-    reduced[y0 // 4:y1 // 4, x0 // 4:x1 // 4] = _box(background[y0:y1, x0:x1] * (1 - alpha) + fill * alpha)
+    reduced[y0 // _SS:y1 // _SS, x0 // _SS:x1 // _SS] = _box(background[y0:y1, x0:x1] * (1 - alpha) + fill * alpha)
     return np.clip(reduced + 0.5, 0, 255).astype(np.uint8)
 
 
