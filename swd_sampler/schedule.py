@@ -237,8 +237,16 @@ def select_steps(scales, sigmas, denoise: float = 1.0) -> Run:
 
 
 def describe(sizes_px, sigmas, total_steps: int, denoise: float) -> str:
-    """One line saying which steps ran: 'SwD ran 2 of 6 steps (denoise 0.75): 768x768 px at sigma 0.7371, ...'."""
-    head = f"SwD ran {len(sizes_px)} of {total_steps} steps (denoise {denoise:g})"
+    """One line saying which steps ran: 'SwD ran 2 of 6 steps (denoise 0.75): 768x768 px at sigma 0.7371, ...'.
+    The denoise shown is the value that selected the steps, digit for digit (0.9999999 is not 1)."""
+    shown = f"{denoise:g}" if float(f"{denoise:g}") == denoise else repr(float(denoise))
+    head = f"SwD ran {len(sizes_px)} of {total_steps} steps (denoise {shown})"
     if not sizes_px:
         return head + ": none, the latent is returned unchanged."
-    return head + ": " + ", ".join(f"{w}x{h} px at sigma {s:.4g}" for (h, w), s in zip(sizes_px, sigmas)) + "."
+    return head + ": " + ", ".join(f"{w}x{h} px at sigma {_sigma(s)}" for (h, w), s in zip(sizes_px, sigmas)) + "."
+
+
+def _sigma(s: float) -> str:
+    """4 digits, or 7 where 4 would round a sigma below 1 (float32, e.g. denoise 0.9999999) to 1."""
+    text = f"{s:.4g}"
+    return f"{s:.7g}" if float(text) in (0.0, 1.0) and float(text) != s else text

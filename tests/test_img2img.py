@@ -140,3 +140,12 @@ def test_denoise_zero_returns_the_input_unchanged(comfy):
     result = comfy.run(img2img_prompt(0.0, 256, 256, tag="d0"))
     assert torch.equal(result.latent("save"), result.latent("save_in"))
     assert result.outputs["swd"]["text"] == ["SwD ran 0 of 6 steps (denoise 0): none, the latent is returned unchanged."]
+
+
+def test_the_node_text_shows_the_denoise_that_selected_the_steps(comfy):
+    """0.9999999 is below 1: img2img from the input, without the step at sigma 1; the text must not say "1"."""
+    result = comfy.run(img2img_prompt(0.9999999, 256, 256, tag="d09999999"))
+    assert result.outputs["swd"]["text"] == [
+        "SwD ran 5 of 6 steps (denoise 0.9999999): 96x96 px at sigma 0.9454, 128x128 px at sigma 0.8959, "
+        "160x160 px at sigma 0.7904, 192x192 px at sigma 0.7371, 256x256 px at sigma 0.6022."]
+

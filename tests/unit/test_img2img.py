@@ -136,3 +136,11 @@ def test_describe_names_steps_pixel_sizes_and_sigmas():
     text = describe([(768, 768), (1024, 1024)], [0.7371, 0.6022, 0.0], 6, 0.75)
     assert text == "SwD ran 2 of 6 steps (denoise 0.75): 768x768 px at sigma 0.7371, 1024x1024 px at sigma 0.6022."
     assert describe([], [], 6, 0.0).endswith("none, the latent is returned unchanged.")
+
+
+def test_describe_shows_the_denoise_that_selected_the_steps_digit_for_digit():
+    run = select_steps((32, 64), (1.0, 0.5, 0.0), 0.9999999)
+    assert run.sigmas == (0.5, 0.0)  # below 1: the step at sigma 1 is skipped, so "denoise 1" would mislead
+    assert describe([(512, 512)], run.sigmas, 2, 0.9999999).startswith("SwD ran 1 of 2 steps (denoise 0.9999999):")
+    assert describe([(1024, 1024)], [0.99999988, 0.0], 1, 0.9999999).endswith("px at sigma 0.9999999.")
+    assert "(denoise 1)" in describe([(1024, 1024)], [1.0, 0.0], 1, 1.0)
