@@ -2,6 +2,8 @@
 check of swd_sampler.checks, which raises the pack's own error with the fix."""
 from __future__ import annotations
 
+import logging
+
 import comfy.model_management
 
 from ..swd_sampler.checks import check_latent_channels, check_max_size, check_memory, check_preset_family
@@ -23,11 +25,14 @@ def check_latent_for(model, latent: dict, name: str) -> None:
 
 def check_step_fits(model, batch: int, channels: int, size: tuple[int, int], device) -> None:
     """Before the first model call: the largest step's latent must fit the model's position table (SD3's
-    pos_embed_max_size, in patches) and, by ComfyUI's own activation estimate (BaseModel.memory_required, the
-    figure it loads models by), the device's free memory (RAM on the CPU) for one pass of the batch."""
+    pos_embed_max_size, in patches); ComfyUI's own activation estimate (BaseModel.memory_required, the figure it
+    loads models by) is compared with the device's free memory (RAM on the CPU) for one pass of the batch, see
+    check_memory."""
     patch = patch_size(model)
     max_patches = getattr(model.get_model_object("diffusion_model"), "pos_embed_max_size", None)
     check_max_size(size, max_patches * patch if max_patches else None, patch,
                    model.get_model_object("latent_format").spacial_downscale_ratio)
     needed = model.model.memory_required([batch, channels, *size])
-    check_memory(needed, comfy.model_management.get_free_memory(device), size, batch, str(device))
+    warning = check_memory(needed, comfy.model_management.get_free_memory(device), size, batch, str(device))
+    if warning:
+        logging.warning("SwD: %s", warning)

@@ -235,8 +235,10 @@ CASES = [
     # sizes
     Case("size not a patch multiple", ks(width=1000, height=1000), ("125x125", "patch size 2", "divisible by 16")),
     Case("size beyond the position table", ks(width=2048, height=2048), ("position table", "at most 1024 px")),
-    Case("huge size (16384 px on FLUX)", ks(family="flux", preset="FLUX.1-dev · 4 steps", width=16384,
-                                           height=16384), ("GiB", "free", "Lower the width and height")),
+    # 4 x 1,905 GiB by ComfyUI's estimate: more than 128 times (its largest measured overestimate) the free memory
+    Case("huge size (16384 px, batch 4, on FLUX)", ks(family="flux", preset="FLUX.1-dev · 4 steps", width=16384,
+                                                     height=16384, batch=4),
+         ("GiB", "free", "128 times less", "Lower the width and height")),
     # latents
     Case("4-channel latent with content on SD3", with_latent(noise_latent(4)),
          ("latent_image has 4 channels", "have 16", "EmptySD3LatentImage")),

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from swd_sampler.checks import (GiB, InputError, check_custom_schedule, check_finite, check_latent_channels,
+from swd_sampler.checks import (OVERESTIMATE, GiB, InputError, check_custom_schedule, check_finite, check_latent_channels,
                                 check_max_size, check_memory, check_preset_family, check_sampler_sigmas)
 from swd_sampler.errors import SwDError
 from swd_sampler.inpaint import MaskError
@@ -52,10 +52,18 @@ def test_latent_channels():
         check_latent_channels(4, 16, "latent_image")
 
 
-def test_memory_and_position_table_limits_give_the_numbers():
-    check_memory(GiB, 2 * GiB, (128, 128), 1, "cuda:0")
-    with pytest.raises(InputError, match=r"needs about 3.0 GiB on cuda:0 .* only 2.0 GiB are free"):
-        check_memory(3 * GiB, 2 * GiB, (128, 128), 1, "cuda:0")
+def test_memory_above_the_free_memory_warns_and_is_refused_only_when_certain():
+    assert check_memory(GiB, 2 * GiB, (128, 128), 1, "cuda:0") is None
+    # the case: a batch of 1,000 128 px tiny images, 60 GiB by ComfyUI's estimate, ran in 2.35 GB
+    warning = check_memory(60 * GiB, 20 * GiB, (16, 16), 1000, "cpu")
+    assert "needs about 60.0 GiB on cpu" in warning and "only 20.0 GiB are free" in warning and "runs it" in warning
+    assert check_memory(OVERESTIMATE * 2 * GiB, 2 * GiB, (128, 128), 1, "cuda:0") is not None
+    with pytest.raises(InputError, match=r"needs about 258.0 GiB on cuda:0 .* only 2.0 GiB are free: even 128 times "
+                                         r"less"):
+        check_memory((OVERESTIMATE + 1) * 2 * GiB, 2 * GiB, (128, 128), 1, "cuda:0")
+
+
+def test_position_table_limit_gives_the_numbers():
     check_max_size((128, 96), 128, 2, 8)
     check_max_size((4096, 4096), None, 2, 8)
     with pytest.raises(InputError, match="at most 1024 px"):
