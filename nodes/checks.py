@@ -1,13 +1,14 @@
 """Model-dependent input checks for the nodes: each reads what it needs from a ComfyUI MODEL and calls the pure
-check of swd_sampler.checks, which raises the pack's own error with the fix."""
+checks of swd_sampler.checks, which raise the pack's own error with the fix."""
 from __future__ import annotations
 
 import logging
 
 import comfy.model_management
+import comfy.sample
 
-from ..swd_sampler.checks import check_latent_channels, check_max_size, check_memory, check_preset_family
-from ..swd_sampler.inpaint import check_mask_batch
+from ..swd_sampler.checks import (check_latent, check_latent_channels, check_max_size, check_memory,
+                                  check_noise_mask, check_preset_family)
 from .model_info import is_flow, patch_size
 
 
@@ -15,12 +16,17 @@ def check_preset_for(model, preset: str) -> None:
     check_preset_family(preset, is_flow(model.get_model_object("model_sampling")))
 
 
-def check_latent_for(model, latent: dict, name: str) -> None:
-    """The latent's channels (after ComfyUI filled empty latents) and its noise mask's batch."""
-    samples = latent["samples"]
+def latent_for(model, latent: dict, name: str, *, values: bool) -> dict:
+    """The LATENT given to input `name`, checked, with ComfyUI's empty-latent channel fix applied to its samples:
+    its layout (not empty), its values when the node reads them (`values`; text-to-image ignores them), its channels
+    and its noise mask (layout, batch, values)."""
+    origin = f"the LATENT connected to {name}"
+    check_latent(latent["samples"], name, origin, values=values)
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     check_latent_channels(samples.shape[1], model.get_model_object("latent_format").latent_channels, name)
     if latent.get("noise_mask") is not None:
-        check_mask_batch(latent["noise_mask"], samples.shape[0])
+        check_noise_mask(latent["noise_mask"], samples.shape[0], origin=f"the noise mask of {origin}")
+    return {**latent, "samples": samples}
 
 
 def check_step_fits(model, batch: int, channels: int, size: tuple[int, int], device) -> None:

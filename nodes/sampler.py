@@ -11,13 +11,13 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..swd_sampler.checks import check_custom_schedule, check_finite, check_latent_channels, check_sampler_sigmas
-from ..swd_sampler.inpaint import check_mask_batch
+from ..swd_sampler.checks import (check_conditioning, check_custom_schedule, check_finite, check_latent,
+                                  check_latent_channels, check_mask_values, check_sampler_sigmas, check_values)
 from ..swd_sampler.resize import DEFAULT_UPSCALE_METHOD, UPSCALE_METHODS
 from ..swd_sampler.sampling import sample_scalewise
 from ..swd_sampler.schedule import (DEFAULT_PRESET, PRESET_NAMES, ScheduleError, describe, resolve, select_steps,
                                     step_sizes)
-from .checks import check_preset_for, check_step_fits
+from .checks import check_preset_for, check_step_fits, latent_for
 from .model_info import model_sigmas, patch_size, renoise_with
 
 CATEGORY = "sampling/swd"
@@ -90,9 +90,8 @@ def _sample_swd(model, noise, sigmas, extra_args=None, callback=None, disable=No
     if sigmas[0] > float(ms.sigma_max) * (1 + 1e-5):
         raise ScheduleError(f"sigmas start at {sigmas[0]:g}, above this model's largest sigma {float(ms.sigma_max):g}: "
                             f"connect the SIGMAS of SwD Schedule, which converts the schedule for this model.")
+    _check_sampler_inputs(guider, noise, model.latent_image, mask, from_latent)
     batch, channels, height, width = noise.shape
-    check_latent_channels(channels, guider.model_patcher.get_model_object("latent_format").latent_channels,
-                          "latent_image")
     sizes = step_sizes(scales, height, width, patch_size(guider.model_patcher))
     check_step_fits(guider.model_patcher, batch, channels, sizes[-1], noise.device)
     s_in = noise.new_ones([batch])
@@ -107,6 +106,26 @@ def _sample_swd(model, noise, sigmas, extra_args=None, callback=None, disable=No
     return sample_scalewise(denoise, sigmas, sizes, batch=batch, channels=channels, seed=int(extra_args.get("seed") or 0),
                             renoise=renoise_with(ms), upscale_method=upscale_method, callback=on_step,
                             device=noise.device, latent=model.latent_image, from_latent=from_latent, mask=mask)
+
+
+def _check_sampler_inputs(guider, noise, latent, mask, from_latent) -> None:
+    """The checks both paths share (SwDKSampler, and SamplerCustomAdvanced with SwD Sampler, whose latent only
+    arrives here): the latent's layout, channels and values (when read: img2img or a mask), the conditioning of every
+    pass that runs (values, batch) and the noise mask's values. SamplerCustomAdvanced hands the sampler the mask
+    already resized and repeated to the batch by ComfyUI (sampler_helpers.prepare_mask), so its batch and layout
+    can only be checked where the LATENT is seen: by SwDKSampler and SwD Latent Upscale + Re-noise."""
+    origin = "the LATENT given to the sampler"
+    check_latent(noise, "latent_image", origin, values=False)
+    check_latent_channels(noise.shape[1], guider.model_patcher.get_model_object("latent_format").latent_channels,
+                          "latent_image")
+    if from_latent or mask is not None:
+        check_values(latent, "latent_image", origin)
+    skip_negative = float(getattr(guider, "cfg", 1.0)) == 1.0  # ComfyUI runs no negative pass at cfg 1
+    for name, conds in getattr(guider, "original_conds", {}).items():
+        if not (name == "negative" and skip_negative):
+            check_conditioning(conds, name, noise.shape[0])
+    if mask is not None:
+        check_mask_values(mask, "noise_mask", f"the noise mask of {origin}")
 
 
 class SwDKSampler(io.ComfyNode):
@@ -153,10 +172,9 @@ class SwDKSampler(io.ComfyNode):
         check_preset_for(model, preset)
         scale_list, sigma_list = resolve(preset, scales, sigmas)
         run = select_steps(scale_list, sigma_list, denoise)
-        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise_mask = latent_image.get("noise_mask")
-        if noise_mask is not None:
-            check_mask_batch(noise_mask, latent.shape[0])
+        latent = latent_for(model, latent_image, "latent_image",
+                            values=run.from_latent or noise_mask is not None)["samples"]
         model_sigma = model_sigmas(model.get_model_object("model_sampling"), run.sigmas)
         callback = latent_preview.prepare_callback(model, len(run.scales))
         samples = comfy.sample.sample_custom(

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..swd_distill import tiny
 from ..swd_distill.scenes import GRAMMAR, CaptionError, vocabulary
-from ..swd_distill.tiny import TinyInputError
+from ..swd_sampler.checks import InputError, check_image, check_latent, split_lines
 from .sampler import CATEGORY
 
 TINY_CATEGORY = f"{CATEGORY}/tiny demo"
@@ -25,7 +25,7 @@ class SwDTinyTextEncode(io.ComfyNode):
                 "text", multiline=True, default="striped red circle top left on blue",
                 tooltip=f"A caption \"{GRAMMAR}\", any part of it (e.g. \"yellow square\"), or nothing for the "
                         f"unconditional prompt. Several lines make a batch, one caption per line: give the latent "
-                        f"the same batch size. Words: {vocabulary()}.")],
+                        f"the same batch size (the SwD samplers refuse other counts). Words: {vocabulary()}.")],
             outputs=[io.Conditioning.Output(tooltip=ONLY)],
         )
 
@@ -35,7 +35,7 @@ class SwDTinyTextEncode(io.ComfyNode):
             return True
         try:
             _captions(text)
-        except CaptionError as e:
+        except InputError as e:
             return str(e)
         return True
 
@@ -49,20 +49,28 @@ class SwDTinyTextEncode(io.ComfyNode):
 
 
 def _captions(text: str) -> list[str]:
-    lines = text.strip().splitlines() or [""]
+    """One caption per line, split at "\\n" only (blank lines at either end ignored). Whether their count fits the
+    latent's batch is checked by the sampler, where conditioning and latent meet (checks.check_conditioning)."""
+    lines = split_lines(text, "text")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    lines = lines or [""]
     for n, line in enumerate(lines):
         try:
             tiny.parse_caption(line)
         except CaptionError as e:
-            raise CaptionError(f"line {n + 1}: {e}" if len(lines) > 1 else str(e)) from None
+            raise InputError(f"line {n + 1}: {e}" if len(lines) > 1 else str(e)) from None
     return lines
 
 
 def _check_latent(samples, node: str) -> None:
-    if samples.ndim != 4 or samples.shape[1] != tiny.LATENT_CHANNELS:
-        raise TinyInputError(f"{node}: samples has shape {tuple(samples.shape)}, but the tiny models' latents have "
-                           f"{tiny.LATENT_CHANNELS} channels (B, 16, h, w); make it with EmptySD3LatentImage or SwD "
-                           f"Tiny Encode.")
+    check_latent(samples, "samples", f"the LATENT connected to {node}'s samples")
+    if samples.shape[1] != tiny.LATENT_CHANNELS:
+        raise InputError(f"{node}: samples has shape {tuple(samples.shape)}, but the tiny models' latents have "
+                         f"{tiny.LATENT_CHANNELS} channels (B, 16, h, w); make it with EmptySD3LatentImage or SwD "
+                         f"Tiny Encode.")
 
 
 class SwDTinyDecode(io.ComfyNode):
@@ -93,17 +101,19 @@ class SwDTinyEncode(io.ComfyNode):
             category=TINY_CATEGORY,
             description=f"Image -> latent for the tiny demo models (img2img, inpainting): the image is area-averaged "
                         f"to a quarter of its size and rearranged into 16 channels. {ONLY}",
-            inputs=[io.Image.Input("pixels", tooltip="Width and height must be multiples of 8 (128x128 is native).")],
+            inputs=[io.Image.Input("pixels", tooltip="RGB or RGBA (the alpha is dropped); width and height must be "
+                                                     "multiples of 8 (128x128 is native).")],
             outputs=[io.Latent.Output(tooltip="A latent of 1/8 the image size, as EmptySD3LatentImage makes.")],
         )
 
     @classmethod
     def execute(cls, pixels) -> io.NodeOutput:
+        check_image(pixels, "pixels", "the IMAGE connected to SwD Tiny Encode's pixels", channels=(3, 4))
         h, w = pixels.shape[1:3]
         if h % 8 or w % 8:
-            raise TinyInputError(f"SwD Tiny Encode: pixels is {w}x{h}; width and height must be multiples of 8 (e.g. "
-                               f"{max(8, (w + 4) // 8 * 8)}x{max(8, (h + 4) // 8 * 8)}): scale or crop the image first.")
-        return io.NodeOutput({"samples": tiny.encode(pixels)})
+            raise InputError(f"SwD Tiny Encode: pixels is {w}x{h}; width and height must be multiples of 8 (e.g. "
+                             f"{max(8, (w + 4) // 8 * 8)}x{max(8, (h + 4) // 8 * 8)}): scale or crop the image first.")
+        return io.NodeOutput({"samples": tiny.encode(pixels[..., :3])})  # RGBA: the alpha is dropped
 
 
 TINY_NODES = [SwDTinyTextEncode, SwDTinyDecode, SwDTinyEncode]

@@ -1,14 +1,13 @@
 """SwDLatentUpscaleRenoise: upscale a denoised latent and re-noise it, so that a stock sampler continues SwD."""
 from __future__ import annotations
 
-import comfy.sample
 from comfy_api.latest import io
 
-from ..swd_sampler.checks import check_finite
+from ..swd_sampler.checks import check_finite, check_latent
 from ..swd_sampler.resize import DEFAULT_UPSCALE_METHOD, UPSCALE_METHODS
 from ..swd_sampler.upscale_renoise import (resize_mask, sampler_input, target_size, upscale_renoise,
                                            validate_sigma)
-from .checks import check_latent_for
+from .checks import latent_for
 from .model_info import is_flow, patch_size
 from .sampler import CATEGORY, TIPS
 
@@ -61,8 +60,9 @@ class SwDLatentUpscaleRenoise(io.ComfyNode):
     def execute(cls, model, samples, width, height, scale_factor, sigma, seed, upscale_method,
                 match_latent=None) -> io.NodeOutput:
         check_finite(scale_factor=scale_factor, sigma=sigma)
-        samples = {**samples, "samples": comfy.sample.fix_empty_latent_channels(model, samples["samples"])}
-        check_latent_for(model, samples, "samples")
+        samples = latent_for(model, samples, "samples", values=True)
+        if match_latent is not None:
+            check_latent(match_latent["samples"], "match_latent", "the LATENT connected to match_latent", values=False)
         model_sampling = model.get_model_object("model_sampling")
         flow = is_flow(model_sampling)
         x = samples["samples"]

@@ -1,11 +1,17 @@
 """Checks of inputs that no formula of the core owns, for the nodes to call before any work: numbers sent through
-the API (ComfyUI's min/max check lets NaN through), a preset made for another model family, the latent's channels, SwD Sampler's sigmas, a "custom" preset without a schedule, and the memory of the largest
-step. Each raises an SwDError subclass whose message names the input and the fix."""
+the API (ComfyUI's min/max check lets NaN through), the tensors a node reads (latents, noise masks, images,
+conditioning: empty, NaN/inf, layout), a preset made for another model family, the latent's channels, SwD Sampler's
+sigmas, a "custom" preset without a schedule, and the memory of the largest step. Each raises an SwDError subclass
+whose message names the input and the fix. Every node calls these; none repeats them."""
 from __future__ import annotations
 
 import math
+import unicodedata
+
+import torch
 
 from .errors import SwDError
+from .inpaint import MaskError
 from .schedule import CUSTOM, PRESETS, ScheduleError
 
 GiB = 1024 ** 3
@@ -97,3 +103,133 @@ def check_max_size(size: tuple[int, int], max_side: int | None, patch: int, down
         raise InputError(f"the latent is {size[0]}x{size[1]} but this model's position table holds at most "
                          f"{max_side}x{max_side} ({px}x{px} px, patch size {patch}). Use a width and height of at "
                          f"most {px} px.")
+
+
+# Tensors ------------------------------------------------------------------------------------------------------------
+
+def check_values(tensor: torch.Tensor, name: str, origin: str) -> None:
+    """Every value must be finite: one NaN spreads to the whole image in the first model call. `origin` says where
+    the values came from (the node input that carried them), for the message."""
+    bad = ~torch.isfinite(tensor)
+    if not bool(bad.any()):
+        return
+    nans, count = int(torch.isnan(tensor).sum()), int(bad.sum())
+    where = ", ".join(str(int(i)) for i in bad.nonzero()[0])
+    kinds = " and ".join(k for k, n in (("NaN", nans), ("infinite", count - nans)) if n)
+    raise InputError(f"{name} holds {count} {kinds} value{'s' * (count > 1)} of {tensor.numel()} (the first at index "
+                     f"[{where}] of shape {tuple(tensor.shape)}); they came from {origin}. One would turn the whole "
+                     f"image into NaN. Fix or replace the node that made {name} (e.g. a VAE run in fp16, a damaged "
+                     f"file, a division by zero in a math node).")
+
+
+def check_not_empty(shape, name: str, layout: str) -> None:
+    """No dimension may be 0: an empty batch or a 0 x 0 latent/image/mask has nothing to sample."""
+    if any(int(n) == 0 for n in shape):
+        raise InputError(f"{name} is empty: its shape is {tuple(int(n) for n in shape)} {layout}. Give at least one "
+                         f"image of at least 1 x 1 (check the batch size, width and height of the node that made it).")
+
+
+def check_latent(samples: torch.Tensor, name: str, origin: str, *, values: bool = True) -> None:
+    """An image latent (batch, channels, height, width), not empty; its values finite when the node reads them
+    (`values`=False where only the shape is used, e.g. text-to-image ignores the latent's content)."""
+    if samples.ndim != 4:
+        raise InputError(f"{name} has shape {tuple(samples.shape)}, but SwD works on image latents of shape (batch, "
+                         f"channels, height, width); it came from {origin}. Make it with this model's empty latent "
+                         f"node or VAE Encode.")
+    check_not_empty(samples.shape, name, "(batch, channels, height, width)")
+    if values:
+        check_values(samples, name, origin)
+
+
+def check_image(pixels: torch.Tensor, name: str, origin: str, channels=(3, 4)) -> None:
+    """A ComfyUI IMAGE (batch, height, width, channels) with one of `channels`, not empty, every value finite."""
+    if pixels.ndim != 4:
+        raise InputError(f"{name} has shape {tuple(pixels.shape)}, but an IMAGE is (batch, height, width, "
+                         f"channels); it came from {origin}.")
+    check_not_empty(pixels.shape, name, "(batch, height, width, channels)")
+    if pixels.shape[-1] not in channels:
+        allowed = " or ".join(f"{c} ({_COLOURS.get(c, c)})" for c in channels)
+        raise InputError(f"{name} has {pixels.shape[-1]} channel{'s' * (pixels.shape[-1] > 1)} per pixel, but this "
+                         f"node takes {allowed}; it came from {origin}. Convert a mask with MaskToImage, or load the "
+                         f"picture as RGB.")
+    check_values(pixels, name, origin)
+
+
+_COLOURS = {1: "grey", 3: "RGB", 4: "RGBA, the alpha is dropped"}
+MASK_TOLERANCE = 1e-4  # float rounding of a resized mask; beyond it a value is out of range
+
+
+def check_noise_mask(mask: torch.Tensor, latent_batch: int, name: str = "noise_mask",
+                     origin: str = "the latent's noise mask (SetLatentNoiseMask, VAE Encode for Inpainting)") -> None:
+    """A noise mask as ComfyUI's nodes make it: (height, width), (masks, height, width) or (masks, 1, height, width),
+    one mask for the whole batch or one per image, not empty, its values finite and in [0, 1] (1 = generate, 0 =
+    keep). A 4-d mask with more than one channel holds one mask per latent channel, which ComfyUI's samplers
+    would read as that many images: refused."""
+    if mask.ndim == 4 and mask.shape[1] != 1:
+        raise MaskError(f"{name} is attached per channel: its shape {tuple(mask.shape)} holds {mask.shape[1]} masks "
+                        f"per image, one per latent channel, but ComfyUI's samplers use one mask per image (and would "
+                        f"read these as {mask.shape[0] * mask.shape[1]} images). Give one mask per image, (batch, "
+                        f"height, width), e.g. through SetLatentNoiseMask.")
+    if mask.ndim not in (2, 3, 4):
+        raise MaskError(f"{name} has shape {tuple(mask.shape)}; a noise mask is (height, width), (batch, height, "
+                        f"width) or (batch, 1, height, width). Make it with SetLatentNoiseMask.")
+    check_not_empty(mask.shape, name, "(masks, ..., height, width)")
+    masks = mask.shape[0] if mask.ndim > 2 else 1
+    if masks not in (1, latent_batch):
+        raise MaskError(f"the {name.replace('_', ' ')} has a batch of {masks} masks but the latent a batch of {latent_batch} images; "
+                        f"give one mask for all of them or one per image (batch {latent_batch}).")
+    check_mask_values(mask, name, origin)
+
+
+def check_mask_values(mask: torch.Tensor, name: str, origin: str) -> None:
+    """Finite values in [0, 1] (to float rounding): a mask of 2 or -1 would extrapolate the blend of generated and
+    kept latent instead of choosing between them."""
+    check_values(mask, name, origin)
+    low, high = float(mask.min()), float(mask.max())
+    if low < -MASK_TOLERANCE or high > 1 + MASK_TOLERANCE:
+        raise MaskError(f"{name} has values from {low:g} to {high:g}, outside [0, 1] (1 = generate, 0 = keep the "
+                        f"input); they came from {origin}. Values outside would extrapolate the latent instead of "
+                        f"blending it. Clamp the mask to [0, 1] (e.g. with ThresholdMask, or MaskComposite, which "
+                        f"clamps) before SetLatentNoiseMask.")
+
+
+def check_conditioning(conds, name: str, latent_batch: int) -> None:
+    """A conditioning as the sampler holds it (ComfyUI's convert_cond: one dict per entry, the text tensor under
+    "cross_attn"): each text tensor and pooled output finite, with a batch of 1 (one prompt for all images) or the
+    latent's batch (one per image).
+
+    This is where a multi-line caption (SwD Tiny Text Encode makes one conditioning row per line) meets the latent:
+    the text node has no latent to compare with, so the sampler checks the count. ComfyUI itself would cycle or drop
+    rows silently."""
+    for entry in conds:
+        for key in ("cross_attn", "pooled_output"):
+            tensor = entry.get(key)
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            check_values(tensor, name, f"the {'text' if key == 'cross_attn' else 'pooled output'} of the "
+                                       f"conditioning connected to {name}")
+            if tensor.ndim and tensor.shape[0] not in (1, latent_batch):
+                raise InputError(f"{name} has a batch of {tensor.shape[0]} prompts (e.g. {tensor.shape[0]} caption "
+                                 f"lines) but the latent a batch of {latent_batch} images; give one prompt for all "
+                                 f"images or one per image (set the latent's batch_size to {tensor.shape[0]}).")
+
+
+# Text -------------------------------------------------------------------------------------------------------------
+
+LINE_BREAK = "\n"
+_OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() also splits at
+
+
+def split_lines(text: str, name: str) -> list[str]:
+    """Lines of a multi-line text widget, split at "\\n" only (a "\\r\\n" ending is one break). Any other line
+    or paragraph separator (a lone "\\r", U+2028, ...) is refused instead of splitting silently: pasted text often
+    holds them invisibly."""
+    lines = [line.removesuffix("\r") for line in text.split(LINE_BREAK)]
+    for n, line in enumerate(lines):
+        odd = next((c for c in line if c in _OTHER_BREAKS), None)
+        if odd is not None:
+            label = unicodedata.name(odd, {"\r": "CARRIAGE RETURN"}.get(odd, "CONTROL CHARACTER"))
+            raise InputError(f"{name}: line {n + 1} holds a U+{ord(odd):04X} {label} inside it. Lines are separated "
+                             f"by new lines (\\n) only: put each caption on its own line and remove that character "
+                             f"(pasted text often carries it).")
+    return lines

@@ -16,15 +16,7 @@ from .errors import SwDError
 
 
 class MaskError(SwDError):
-    """A noise mask cannot be used with the latent; the message names both sizes and the fix."""
-
-
-def check_mask_batch(mask: torch.Tensor, latent_batch: int) -> None:
-    """A mask of shape (..., mh, mw) holds numel / (mh * mw) masks: one per latent, or one for all (broadcast)."""
-    masks = mask.numel() // (mask.shape[-2] * mask.shape[-1])
-    if masks not in (1, latent_batch):
-        raise MaskError(f"the noise mask has a batch of {masks} masks but the latent a batch of {latent_batch} images; "
-                        f"give one mask for all of them or one per image (batch {latent_batch}).")
+    """A noise mask cannot be used with the latent (checks.check_noise_mask); the message names it and the fix."""
 
 
 def mask_at(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -20,6 +20,7 @@ from comfy_harness import PromptError
 from lora_files import lora_pairs, write_peft
 from test_swd_sampler import custom_sampler_prompt, swd_prompt
 from swd_sampler import checks, inpaint, lora as lora_module, schedule, upscale_renoise  # noqa: F401 (errors)
+from swd_distill.tiny import TEACHER_FILE, TINY_PRESET
 from swd_sampler.errors import SwDError
 
 OURS = "ours"  # raised by the pack: an SwDError subclass at execution, or the pack's validate_inputs
@@ -123,6 +124,67 @@ def upscale(family="sd3", samples=None, mask_batch=None, **inputs):
             "seed": 1, "upscale_method": "bicubic", **inputs}}
         prompt["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["up", 0], "filename_prefix": "bad_up"}}
         return prompt
+    return build
+
+
+def tensor(shape="1,16,16,16", value="randn", poke="", mask_shape="", mask_value="1", mask_poke=""):
+    """SwDTestTensor: a LATENT (slot 0, with a raw noise_mask when mask_shape is set), IMAGE (1) and MASK (2)."""
+    return {"class_type": "SwDTestTensor", "inputs": {"shape": shape, "value": value, "poke": poke, "seed": 3,
+                                                      "mask_shape": mask_shape, "mask_value": mask_value,
+                                                      "mask_poke": mask_poke}}
+
+
+def ks_latent(latent_node: dict, denoise=0.75):
+    """SwDKSampler (tiny SD3, 6 steps) on `latent_node` at `denoise`."""
+    def build(env):
+        prompt = swd_prompt(tag="bad")
+        prompt["latent"] = latent_node
+        prompt["swd"]["inputs"]["denoise"] = denoise
+        return prompt
+    return build
+
+
+def sca_latent(latent_node: dict, denoise=0.75):
+    """SwD Schedule (denoise) + SwD Sampler in SamplerCustomAdvanced on `latent_node`."""
+    def build(env):
+        prompt = custom_sampler_prompt()
+        prompt["latent"] = latent_node
+        prompt["sched"]["inputs"]["denoise"] = denoise
+        return prompt
+    return build
+
+
+def _poked_cond(node: str, poke="nan", cfg=1.0):
+    """SwDKSampler text-to-image with a NaN (or inf) in the text tensor of conditioning `node`."""
+    def build(env):
+        prompt = swd_prompt(tag="bad", cfg=cfg)
+        prompt[node]["inputs"]["poke"] = poke
+        return prompt
+    return build
+
+
+def tiny_codec(node_type: str, source: dict, slot: int):
+    """SwD Tiny Encode (IMAGE, slot 1) or SwD Tiny Decode (LATENT, slot 0) of a SwDTestTensor."""
+    def build(env):
+        encode = node_type == "SwDTinyEncode"
+        return {"t": source, "n": {"class_type": node_type, "inputs": {"pixels" if encode else "samples": ["t", slot]}},
+                "o": ({"class_type": "SaveLatent", "inputs": {"samples": ["n", 0], "filename_prefix": "bad_tiny"}}
+                      if encode else {"class_type": "PreviewImage", "inputs": {"images": ["n", 0]}})}
+    return build
+
+
+def tiny_text(text: str, batch: int = 1):
+    """The shipped tiny teacher sampled by SwDKSampler with SwD Tiny Text Encode's conditioning."""
+    def build(env):
+        return {"u": {"class_type": "UNETLoader", "inputs": {"unet_name": TEACHER_FILE, "weight_dtype": "default"}},
+                "t": {"class_type": "SwDTinyTextEncode", "inputs": {"text": text}},
+                "lat": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128,
+                                                                        "batch_size": batch}},
+                "swd": {"class_type": "SwDKSampler", "inputs": {
+                    "model": ["u", 0], "positive": ["t", 0], "negative": ["t", 0], "latent_image": ["lat", 0],
+                    "seed": 0, "preset": TINY_PRESET, "scales": "", "sigmas": "", "cfg": 1.0,
+                    "upscale_method": "bicubic"}},
+                "o": {"class_type": "SaveLatent", "inputs": {"samples": ["swd", 0], "filename_prefix": "bad_text"}}}
     return build
 
 
@@ -267,6 +329,66 @@ CASES = [
     Case("upscale mask batch 3 for 2 latents", upscale(samples=noise_latent(16, batch=2), mask_batch=3),
          ("noise mask has a batch of 3 masks but the latent a batch of 2", "one per image")),
     Case("upscale 4-channel latent on SD3", upscale(samples=noise_latent(4)), ("samples has 4 channels",)),
+    # tensors: NaN / inf, empty, layout (the values are read: denoise < 1, a mask, the re-noise, the tiny codec)
+    Case("NaN in the latent, denoise 0.75", ks_latent(tensor(poke="nan")),
+         ("latent_image holds 1 NaN value of 4096", "index [0, 15, 15, 15]", "came from the LATENT connected to "
+                                                                           "latent_image")),
+    Case("inf in the latent, denoise 0.5", ks_latent(tensor(poke="inf"), 0.5), ("latent_image holds 1 infinite",)),
+    Case("NaN latent under a mask, denoise 1", ks_latent(tensor(value="nan", mask_shape="1,16,16"), 1.0),
+         ("latent_image holds 4096 NaN values",)),
+    Case("NaN in the noise mask", ks_latent(tensor(mask_shape="1,16,16", mask_poke="nan")),
+         ("noise_mask holds 1 NaN value", "the noise mask of the LATENT connected to latent_image")),
+    Case("noise mask of 2", ks_latent(tensor(mask_shape="1,16,16", mask_value="2")),
+         ("noise_mask has values from 2 to 2, outside [0, 1]", "Clamp the mask")),
+    Case("negative noise mask", ks_latent(tensor(mask_shape="1,1,16,16", mask_value="0.5", mask_poke="-1"), 1.0),
+         ("noise_mask has values from -1 to 0.5",)),
+    Case("noise mask per channel, batch 1", ks_latent(tensor(mask_shape="1,16,16,16")),
+         ("noise_mask is attached per channel", "(1, 16, 16, 16) holds 16 masks per image", "one mask per image")),
+    Case("noise mask per channel, batch 16", ks_latent(tensor("16,16,16,16", mask_shape="1,16,16,16")),
+         ("noise_mask is attached per channel",)),
+    Case("noise mask of 5 dimensions", ks_latent(tensor(mask_shape="1,1,1,16,16")),
+         ("noise_mask has shape (1, 1, 1, 16, 16)", "SetLatentNoiseMask")),
+    Case("empty latent batch", ks_latent(tensor("0,16,16,16"), 1.0), ("latent_image is empty", "(0, 16, 16, 16)")),
+    Case("0 x 0 latent", ks_latent(tensor("1,16,0,0"), 1.0), ("latent_image is empty", "(1, 16, 0, 0)")),
+    Case("5-d latent", ks_latent(tensor("1,16,1,16,16"), 1.0), ("latent_image has shape (1, 16, 1, 16, 16)",
+                                                                "(batch, channels, height, width)")),
+    Case("empty noise mask", ks_latent(tensor(mask_shape="1,0,0")), ("noise_mask is empty",)),
+    Case("SwD Sampler: NaN in the latent", sca_latent(tensor(poke="nan")), ("latent_image holds 1 NaN value",)),
+    Case("SwD Sampler: NaN in the noise mask", sca_latent(tensor(mask_shape="1,16,16", mask_poke="nan")),
+         ("noise_mask holds", "NaN")),
+    Case("SwD Sampler: noise mask of 2", sca_latent(tensor(mask_shape="1,16,16", mask_value="2")),
+         ("noise_mask has values from 2 to 2",)),
+    Case("SwD Sampler: empty latent batch", sca_latent(tensor("0,16,16,16"), 1.0), ("latent_image is empty",)),
+    Case("SwD Sampler: 5-d latent", sca_latent(tensor("1,16,1,16,16"), 1.0), ("latent_image has shape",)),
+    Case("NaN in the negative prompt at cfg 2", _poked_cond("neg", cfg=2.0),
+         ("negative holds 1 NaN value", "the text of the conditioning connected to negative")),
+    Case("inf in the positive prompt", _poked_cond("pos", poke="inf"), ("positive holds 1 infinite value",)),
+    Case("re-noise: NaN in samples", upscale(samples=tensor(poke="nan")), ("samples holds 1 NaN value",)),
+    Case("re-noise: empty samples", upscale(samples=tensor("0,16,16,16")), ("samples is empty",)),
+    Case("re-noise: 0 x 0 samples", upscale(samples=tensor("1,16,0,0")), ("samples is empty",)),
+    Case("re-noise: mask of 2", upscale(samples=tensor(mask_shape="1,16,16", mask_value="2")),
+         ("noise_mask has values from 2 to 2",)),
+    Case("re-noise: mask per channel", upscale(samples=tensor(mask_shape="1,16,16,16")), ("attached per channel",)),
+    Case("re-noise: 0 x 0 match_latent", lambda env: _with_match(upscale(scale_factor=0.0)(env), tensor("1,16,0,0")),
+         ("match_latent is empty",)),
+    Case("tiny encode: NaN pixel", tiny_codec("SwDTinyEncode", tensor("1,128,128,3", "0.5", "nan"), 1),
+         ("pixels holds 1 NaN value", "the IMAGE connected to SwD Tiny Encode's pixels")),
+    Case("tiny encode: 1-channel image", tiny_codec("SwDTinyEncode", tensor("1,128,128,1", "0.5"), 1),
+         ("pixels has 1 channel per pixel", "3 (RGB) or 4 (RGBA")),
+    Case("tiny encode: empty image batch", tiny_codec("SwDTinyEncode", tensor("0,128,128,3", "0.5"), 1),
+         ("pixels is empty",)),
+    Case("tiny encode: 0 x 0 image", tiny_codec("SwDTinyEncode", tensor("1,0,0,3", "0.5"), 1), ("pixels is empty",)),
+    Case("tiny decode: inf in the latent", tiny_codec("SwDTinyDecode", tensor(poke="inf"), 0),
+         ("samples holds 1 infinite value",)),
+    Case("tiny decode: empty latent", tiny_codec("SwDTinyDecode", tensor("0,16,16,16"), 0), ("samples is empty",)),
+    Case("tiny text: 3 captions for 2 images", tiny_text("red circle\nblue square\nyellow triangle", batch=2),
+         ("positive has a batch of 3 prompts", "latent a batch of 2 images")),
+    Case("tiny text: 2 captions for 3 images", tiny_text("red circle\nblue square", batch=3),
+         ("positive has a batch of 2 prompts", "latent a batch of 3 images")),
+    Case("tiny text: U+2028 inside a caption", tiny_text("red circle\u2028blue square"),
+         ("line 1 holds a U+2028 LINE SEPARATOR", "new lines (\\n) only")),
+    Case("tiny text: a lone carriage return", tiny_text("red circle\rblue square"),
+         ("U+000D CARRIAGE RETURN",)),
     # LoRA files
     Case("LoRA zero bytes", lora("bad/zero.safetensors"), ("zero.safetensors is empty", "download the file again")),
     Case("LoRA truncated", lora("bad/truncated.safetensors"), ("truncated.safetensors is truncated", "download")),
@@ -296,6 +418,12 @@ CASES = [
     Case("old workflow: input it lacks", lambda env: _without(swd_prompt(tag="bad"), "upscale_method"),
          ("upscale_method", "missing"), COMFY),
 ]
+
+
+def _with_match(prompt, latent_node):
+    prompt["match"] = latent_node
+    prompt["up"]["inputs"]["match_latent"] = ["match", 0]
+    return prompt
 
 
 def _without(prompt, name):

@@ -149,3 +149,11 @@ def test_the_node_text_shows_the_denoise_that_selected_the_steps(comfy):
         "SwD ran 5 of 6 steps (denoise 0.9999999): 96x96 px at sigma 0.9454, 128x128 px at sigma 0.8959, "
         "160x160 px at sigma 0.7904, 192x192 px at sigma 0.7371, 256x256 px at sigma 0.6022."]
 
+
+def test_a_mask_a_float_rounding_above_1_is_accepted(comfy):
+    prompt = img2img_prompt(0.75, 256, 256, tag="mask_round")
+    prompt["latent"] = {"class_type": "SwDTestTensor", "inputs": {
+        "shape": "1,16,32,32", "value": "randn", "poke": "", "seed": 4, "mask_shape": "1,32,32",
+        "mask_value": "1.00000012", "mask_poke": ""}}
+    result = comfy.run(prompt)
+    assert result.latent("save").isfinite().all()

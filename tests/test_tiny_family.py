@@ -1,6 +1,7 @@
 """The shipped tiny family in real ComfyUI: found by stock UNETLoader and SwD LoRA Loader with no copying, its text
 and codec nodes, and the quality gate (>= 200 samples judged by a classifier trained on the renderer)."""
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -113,6 +114,26 @@ def tiny_sampler_prompt(text: str, batch: int, tag: str) -> dict:
                 "seed": 3, "preset": TINY_PRESET, "scales": "", "sigmas": "", "cfg": 1.0,
                 "upscale_method": "bicubic"}},
             "o": {"class_type": "SaveLatent", "inputs": {"samples": ["swd", 0], "filename_prefix": tag}}}
+
+
+def test_captions_split_at_newlines_and_windows_line_endings_give_the_same_batch(comfy):
+    unix = comfy.run(tiny_sampler_prompt("red circle\nyellow square top left", 2, "lf")).latent("o")
+    windows = comfy.run(tiny_sampler_prompt("red circle\r\nyellow square top left\r\n", 2, "crlf")).latent("o")
+    assert unix.shape == (2, 16, 16, 16) and torch.equal(unix, windows)
+    assert (unix[0] - unix[1]).abs().max() > 0.1  # two captions, two pictures
+
+
+def test_encode_takes_rgba_and_drops_the_alpha(comfy):
+    def encoded(channels):
+        return comfy.run({
+            "img": {"class_type": "SwDTestTensor", "inputs": {"shape": f"1,64,64,{channels}", "value": "0.25",
+                                                              "poke": "", "seed": 0, "mask_shape": "",
+                                                              "mask_value": "1", "mask_poke": ""}},
+            "enc": {"class_type": "SwDTinyEncode", "inputs": {"pixels": ["img", 1]}},
+            "o": {"class_type": "SaveLatent", "inputs": {"samples": ["enc", 0], "filename_prefix": f"rgba{channels}"}}
+        }).latent("o")
+    rgb, rgba = encoded(3), encoded(4)
+    assert rgb.shape == (1, 16, 8, 8) and torch.equal(rgb, rgba)
 
 
 def test_a_batch_of_1000_tiny_images_runs_as_the_stock_sampler_does(comfy):

@@ -58,15 +58,18 @@ class SwDTestConditioning:
             "pooled_dim": ("INT", {"default": 32, "min": 1, "max": 8192}),
             "tokens": ("INT", {"default": 8, "min": 1, "max": 512}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-        }}
+        }, "optional": {"poke": ("STRING", {"default": ""})}}
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
     CATEGORY = "testing/swd"
 
-    def make(self, context_dim, pooled_dim, tokens, seed):
+    def make(self, context_dim, pooled_dim, tokens, seed, poke=""):
+        """`poke` ("nan", "inf") is written into the text tensor's last value."""
         g = torch.Generator().manual_seed(seed)
         cond = torch.randn((1, tokens, context_dim), generator=g)
         pooled = torch.randn((1, pooled_dim), generator=g)
+        if poke:
+            cond[0, -1, -1] = float(poke)
         return ([[cond, {"pooled_output": pooled}]],)
 
 
@@ -88,6 +91,41 @@ class SwDTestRandomLatent:
     def make(self, width, height, batch_size, channels, seed):
         g = torch.Generator().manual_seed(seed)
         return ({"samples": torch.randn((batch_size, channels, height // 8, width // 8), generator=g)},)
+
+
+def _shape(text):
+    return [int(n) for n in text.split(",") if n.strip()]
+
+
+def _filled(shape, value, poke, g):
+    t = torch.randn(shape, generator=g) if value == "randn" else torch.full(shape, float(value))
+    if poke and t.numel():
+        t.view(-1)[-1] = float(poke)
+    return t
+
+
+class SwDTestTensor:
+    """A hostile tensor: any `shape` (comma-separated; 0 allowed) of seeded N(0, 1) or of the constant `value`
+    ("nan", "2", ...), with `poke` ("nan", "inf", "" for none) written at its last element. Returned as a LATENT (with
+    a noise_mask of `mask_shape` built the same way and attached as is, no reshaping, when mask_shape is set), an
+    IMAGE and a MASK of the same tensor."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        text = ("STRING", {"default": ""})
+        return {"required": {"shape": ("STRING", {"default": "1,16,16,16"}), "value": ("STRING", {"default": "randn"}),
+                             "poke": text, "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "mask_shape": text, "mask_value": ("STRING", {"default": "1"}), "mask_poke": text}}
+    RETURN_TYPES = ("LATENT", "IMAGE", "MASK")
+    FUNCTION = "make"
+    CATEGORY = "testing/swd"
+
+    def make(self, shape, value, poke, seed, mask_shape, mask_value, mask_poke):
+        g = torch.Generator().manual_seed(seed)
+        t = _filled(_shape(shape), value, poke, g)
+        latent = {"samples": t}
+        if mask_shape:
+            latent["noise_mask"] = _filled(_shape(mask_shape), mask_value, mask_poke, g)
+        return (latent, t, t)
 
 
 class SwDTestCallLog:
@@ -277,5 +315,5 @@ class SwDTestShowValue:
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
-    SwDTestConditioning, SwDTestRandomLatent, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights,
+    SwDTestConditioning, SwDTestRandomLatent, SwDTestTensor, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights,
     SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)} | faults.NODE_CLASS_MAPPINGS

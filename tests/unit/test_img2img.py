@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swd_sampler.inpaint import MaskError, check_mask_batch, mask_at
+from swd_sampler.inpaint import mask_at
 from swd_sampler.resize import resize_latent
 from swd_sampler.sampling import sample_scalewise
 from swd_sampler.schedule import PRESETS, ScheduleError, describe, select_steps, step_sizes
@@ -123,13 +123,6 @@ def test_mask_is_area_averaged_to_each_step_size():
     mask = torch.rand(1, 4, 32, 32)
     assert torch.allclose(mask_at(mask, (8, 8)), mask.reshape(1, 4, 8, 4, 8, 4).mean((3, 5)), atol=1e-6)
     assert mask_at(mask, (32, 32)) is mask
-
-
-def test_mask_batch_must_be_one_or_the_latents():
-    check_mask_batch(torch.ones(1, 1, 64, 64), 3)
-    check_mask_batch(torch.ones(3, 64, 64), 3)
-    with pytest.raises(MaskError, match="batch of 2 masks but the latent a batch of 3"):
-        check_mask_batch(torch.ones(2, 1, 64, 64), 3)
 
 
 def test_describe_names_steps_pixel_sizes_and_sigmas():
