@@ -30,26 +30,18 @@ serve: setup ## start ComfyUI with the pack and the frontend on http://127.0.0.1
 bench: setup ## print JSON timings of the SwD loop against full-resolution sampling
 	@$(PY) benchmarks/bench_sampler.py
 
-retrain-tiny: setup ## rebuild models/ (tiny teacher, then its SwD student) from fixed seeds; RESUME=1 continues
-	@OMP_NUM_THREADS=2 $(PY) -m swd_distill teacher --threads 2 $(if $(RESUME),--resume)
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 $(if $(RESUME),--resume)
+retrain-tiny: setup ## rebuild models/ (tiny teacher, its samples, then its SwD student) from fixed seeds; RESUME=1 continues
+	@OMP_NUM_THREADS=2 $(PY) -m swd_distill teacher --threads 2 --replace-shipped \
+		--out models/diffusion_models/swd-tiny-teacher.safetensors $(if $(RESUME),--resume)
+	@OMP_NUM_THREADS=2 $(PY) -m swd_distill samples --threads 2
+	@OMP_NUM_THREADS=1 $(PY) -m swd_distill distill --threads 1 --replace-shipped \
+		--out models/loras/swd-tiny-4-steps.safetensors $(if $(RESUME),--resume)
 
-eval-tiny: setup ## print the tiny family's quality table, measured through real ComfyUI
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval
+eval-tiny: setup ## print the tiny family's quality table (validation and held-out captions), through real ComfyUI
+	@OMP_NUM_THREADS=2 $(PY) -m swd_distill eval
 
-ABLATION := .swd_work/ablation
-ablate-tiny: setup ## distil the ablation's students (warm start only, + DMD, kernels, cfg 5) and judge each in ComfyUI
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --dmd false --patch none --warm-steps 2000 \
-		--out $(ABLATION)/swd-tiny-warm-start-only.safetensors --work $(ABLATION)
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch none \
-		--out $(ABLATION)/swd-tiny-dmd.safetensors --work $(ABLATION)
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch rbf \
-		--out $(ABLATION)/swd-tiny-rbf.safetensors --work $(ABLATION)
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill student --threads 1 --patch rbf --cfg 5 \
-		--out $(ABLATION)/swd-tiny-rbf-cfg5.safetensors --work $(ABLATION)
-	@for f in warm-start-only dmd rbf rbf-cfg5; do OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only \
-		--student $(ABLATION)/swd-tiny-$$f.safetensors; done
-	@OMP_NUM_THREADS=1 $(PY) -m swd_distill eval --student-only
+ablate-tiny: setup ## distil the ablation's students (checkpointed, two at a time) and judge each in ComfyUI
+	@bash scripts/ablate_tiny.sh
 
 package: ## build dist/<name>-<version>.zip as `comfy node pack` would and list exactly what ships
 	@python3 scripts/package.py

@@ -1,4 +1,4 @@
-"""python -m swd_distill {teacher,student,eval} ...: see cli.py."""
+"""python -m swd_distill {teacher,samples,distill,eval} ...: see cli.py."""
 from .cli import main
 
 main()

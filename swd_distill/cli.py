@@ -1,15 +1,21 @@
-"""The distiller's command line (run from the pack's root; `make retrain-tiny` and `make eval-tiny` call it).
+"""The distiller's command line (run from the pack's root; `make retrain-tiny`, `make eval-tiny` and `make ablate-tiny`
+call it).
 
-    python -m swd_distill teacher  [--steps N] [--resume]     rectified-flow teacher -> models/diffusion_models/
-    python -m swd_distill student  [--steps N] [--resume]     SwD distillation -> models/loras/
-    python -m swd_distill eval     [--samples N]              the quality table, through real ComfyUI
+    python -m swd_distill teacher  [--steps N] [--resume]      rectified-flow teacher
+    python -m swd_distill samples  [--per-caption N] [--cfg C]  the teacher's samples of the seen captions (cached)
+    python -m swd_distill distill  [--recipe full|mmd] [--data teacher|real] [--resume]   SwD distillation
+    python -m swd_distill eval     [--samples N]               the quality table, through real ComfyUI
 
+`student` is an alias of `distill`. Results go to .swd_work/ unless --out says otherwise; writing over a file the
+pack ships (models/) takes --replace-shipped. A run whose weights are not finite writes nothing.
 Under `torchrun --nproc_per_node N -m swd_distill ...` training is data parallel (runner.py).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -18,20 +24,84 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 WORK = ROOT / ".swd_work"
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+# the allowed range of every number (low, high; None = unbounded); settings not listed are choices or free
+RANGES = {
+    "steps": (1, None), "warm_steps": (0, None), "batch": (1, None), "rank": (1, 4096), "lr": (0, 1),
+    "fake_lr": (0, 1), "weight_decay": (0, None), "clip": (0, None), "fake_updates": (1, 100), "cfg": (1, 100),
+    "patch_weight": (0, None), "patch_block": (0, 1), "rbf_sigma": (0, None), "huber_c": (0, None),
+    "gan": (0, None), "gan_d": (0, None), "seed": (0, 2 ** 62), "checkpoint_every": (1, None),
+    "warmup": (0, None), "decay_start": (0, None), "ema": (0, 1), "small_scale_p": (0, 1),
+    "threads": (0, 1024), "per_caption": (1, 10_000), "samples": (16, 100_000), "sample_steps": (1, 1000),
+}
+POSITIVE = {"lr", "fake_lr", "clip", "rbf_sigma"}  # 0 is not allowed either
+CHOICES = {"recipe": ("full", "mmd"), "data": ("teacher", "real"), "patch": ("linear", "rbf", "rbf-median", "none")}
+
+
+class UsageError(ValueError):
+    """A command-line option that cannot be used; the message names it."""
+
+
+def _number(name: str, kind):
+    option = f"--{name.replace('_', '-')}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes {'an integer' if kind is int else 'a number'}, not "
+                                             f"{text!r}") from None
+        low, high = RANGES.get(name, (None, None))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{option} must be a finite number, not {text!r}")
+        if (low is not None and (value < low or (name in POSITIVE and value <= low))) or \
+                (high is not None and value > high):
+            bounds = f"{'above' if name in POSITIVE else 'at least'} {low}" + (f" and at most {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"{option} must be {bounds}; got {text}")
+        return value
+    return parse
+
+
+def _boolean(name: str):
+    def parse(text: str) -> bool:
+        if text.lower() in TRUE:
+            return True
+        if text.lower() in FALSE:
+            return False
+        raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} takes true or false, not {text!r}")
+    return parse
 
 
 def _add_config(parser: argparse.ArgumentParser, config_cls) -> None:
     for field in dataclasses.fields(config_cls):
-        kind = type(field.default)
-        if kind is bool:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                                default=field.default)
+        option = f"--{field.name.replace('_', '-')}"
+        if field.name in CHOICES:
+            parser.add_argument(option, choices=CHOICES[field.name], default=field.default)
+        elif type(field.default) is bool:
+            parser.add_argument(option, type=_boolean(field.name), default=field.default, metavar="true|false")
         else:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
+            parser.add_argument(option, type=_number(field.name, type(field.default)), default=field.default)
 
 
 def _config(args, config_cls):
     return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def _check_out(out: Path, replace_shipped: bool) -> None:
+    """Refuse to replace a shipped file without --replace-shipped, and an --out that cannot be written, before any
+    training."""
+    out = out.resolve()
+    if out.is_relative_to(MODELS.resolve()) and out.exists() and not replace_shipped:
+        raise UsageError(f"--out {out} is a file the pack ships: add --replace-shipped to replace it, or write "
+                         f"elsewhere (the default is {WORK})")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: give a file name ending in .safetensors")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--out {out}: {folder} is not writable")
 
 
 def main(argv=None) -> None:
@@ -44,29 +114,84 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("teacher", help="train the tiny teacher")
     _add_config(t, TeacherConfig)
-    t.add_argument("--out", type=Path, default=MODELS / "diffusion_models" / TEACHER_FILE)
-    s = sub.add_parser("student", help="distil the SwD student LoRA from the teacher")
-    _add_config(s, DistillConfig)
-    s.add_argument("--teacher", type=Path, default=MODELS / "diffusion_models" / TEACHER_FILE)
-    s.add_argument("--out", type=Path, default=MODELS / "loras" / STUDENT_FILE)
+    t.add_argument("--out", type=Path, default=WORK / TEACHER_FILE)
+    teacher_file = MODELS / "diffusion_models" / TEACHER_FILE
+    s = sub.add_parser("samples", help="make the teacher's samples of the seen captions (the distillation data)")
+    d = sub.add_parser("distill", aliases=["student"], help="distil the SwD student LoRA from the teacher")
+    _add_config(d, DistillConfig)
+    d.add_argument("--out", type=Path, default=WORK / STUDENT_FILE)
+    for p in (s, d):
+        p.add_argument("--teacher", type=Path, default=teacher_file)
+        p.add_argument("--dataset", type=Path, default=None,
+                       help="the teacher's samples (a folder `samples` writes; default: made in .swd_work/ on first "
+                            "use)")
+        p.add_argument("--per-caption", type=_number("per_caption", int), default=8,
+                       help="teacher samples per seen caption")
+        p.add_argument("--sample-steps", type=_number("sample_steps", int), default=28,
+                       help="the teacher's sampling steps")
+        p.add_argument("--sample-cfg", type=_number("cfg", float), default=3.0, help="the teacher's cfg")
     e = sub.add_parser("eval", help="print the quality table (runs ComfyUI)")
-    e.add_argument("--samples", type=int, default=240)
+    e.add_argument("--samples", type=_number("samples", int), default=240, help="images per caption split and row")
     e.add_argument("--student", type=Path, default=None, help="another student LoRA to evaluate (e.g. an ablation)")
     e.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     e.add_argument("--student-only", action="store_true", help="only the SwD student's row (for ablations)")
-    for p in (t, s):
+    for p in (t, s, d):
+        p.add_argument("--work", type=Path, default=WORK, help="checkpoint and cache folder")
+        p.add_argument("--threads", type=_number("threads", int), default=0, help="torch CPU threads (0: default)")
+    for p in (t, d):
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work")
-        p.add_argument("--work", type=Path, default=WORK, help="checkpoint folder")
-        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+        p.add_argument("--replace-shipped", action="store_true", help="allow --out to replace a file in models/")
     args = parser.parse_args(argv)
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
+    try:
+        _run(args, parser)
+    except KeyboardInterrupt:
+        print(f"\nstopped: {args.command} was interrupted; the last checkpoint in {getattr(args, 'work', WORK)} is "
+              f"kept: run the same command with --resume to continue.", file=sys.stderr)
+        sys.exit(130)
+    except (UsageError, ValueError, FileNotFoundError, FloatingPointError) as e:
+        parser.exit(2, f"python -m swd_distill {args.command}: error: {e}\n")
+
+
+def _run(args, parser) -> None:
+    from .distill import DistillConfig
+    from .teacher import TeacherConfig
     if args.command == "teacher":
         from .teacher import train_teacher
+        _check_out(args.out, args.replace_shipped)
         train_teacher(args.out, _config(args, TeacherConfig), args.work / "teacher", args.resume)
-    elif args.command == "student":
-        from .distill import distill
-        distill(args.teacher, args.out, _config(args, DistillConfig), args.work / args.out.stem, args.resume)
+    elif args.command in ("samples", "distill", "student"):
+        cfg = _config(args, DistillConfig) if args.command != "samples" else None
+        if cfg is not None:
+            _check_out(args.out, args.replace_shipped)
+            if cfg.warm_steps > cfg.steps:
+                raise UsageError(f"--warm-steps {cfg.warm_steps} is more than --steps {cfg.steps}")
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            if cfg.batch % world:
+                raise UsageError(f"--batch {cfg.batch} does not split over {world} processes: use a multiple of "
+                                 f"{world}")
+        dataset = args.dataset
+        if dataset is None and (cfg is None or cfg.data == "teacher"):
+            dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
+        elif cfg is None:
+            teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg, dataset)
+        if cfg is not None:
+            from .distill import distill
+            distill(args.teacher, args.out, cfg, args.work / args.out.stem, args.resume, dataset)
     else:
         from .evaluate import main as evaluate
         sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))
+
+
+def teacher_samples(teacher: Path, per_caption: int, steps: int, cfg: float, folder: Path | None = None) -> Path:
+    """Make (or finish) the teacher's samples of the seen captions (by default in a folder of .swd_work/ named after
+    the settings, shared by every run); returns their folder."""
+    from .samples import SampleSpec, file_id, make_samples
+    from .splits import seen
+    if not teacher.is_file():
+        raise FileNotFoundError(f"--teacher {teacher} does not exist")
+    spec = SampleSpec(teacher=file_id(teacher), captions=tuple(seen()), per_caption=per_caption, steps=steps,
+                      cfg=cfg)
+    folder = folder or WORK / f"teacher-samples-{per_caption}x{steps}-cfg{cfg:g}"
+    return make_samples(teacher, folder, spec)

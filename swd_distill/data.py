@@ -1,4 +1,4 @@
-"""Training batches: scenes rendered on the fly from (seed, step, rank), so a run is reproducible, resumable at any
+"""Training batches. The teacher's: scenes rendered on the fly from (seed, step, rank), so a run is reproducible, resumable at any
 step and never repeats a batch; latents in model space (tiny.image_to_model)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .scenes import make_dataset
-from .tiny import image_to_model, label_tokens
+from .tiny import SD3_SCALE, SD3_SHIFT, image_to_model, label_tokens
 
 UNCOND_P, SLOT_DROP_P = 0.1, 0.05  # caption dropout (classifier-free guidance) and per-attribute dropout
 
@@ -38,3 +38,67 @@ def uncond(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def seeded(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.uint64(seed * 7_919 + step * 104_729 + rank)))
+
+
+# Distillation data ------------------------------------------------------------------------------------------------
+# A distillation run draws batches by number (draw k = generator step k's batch or one of its fake-score batches).
+# Sample j of draw k (j counts over the GLOBAL batch) is fixed by (seed, k, j) alone: its data row and all its noise
+# and sigma indices come from its own generator, so the numbers do not depend on how the batch is split.
+
+
+class TeacherSamples:
+    """The teacher's samples (samples.py), in model space: rows drawn through one seeded permutation per epoch."""
+
+    def __init__(self, folder, seed: int):
+        from .samples import load_samples
+        latents, self.context, self.pooled, self.captions = load_samples(folder)
+        self.latents = (latents - SD3_SHIFT) * SD3_SCALE
+        self.seed = seed
+        self._epochs: dict[int, torch.Tensor] = {}
+
+    def rows(self, positions: torch.Tensor) -> torch.Tensor:
+        n = len(self.latents)
+        out = torch.empty_like(positions)
+        for k, p in enumerate(positions.tolist()):
+            epoch = p // n
+            if epoch not in self._epochs:
+                self._epochs = {epoch: torch.randperm(n, generator=torch.Generator().manual_seed(
+                    self.seed * 1_000_003 + epoch))}
+            out[k] = self._epochs[epoch][p % n]
+        return out
+
+    def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z (B, C, H, W) model space, context, pooled) of stream positions."""
+        rows = self.rows(positions)
+        return self.latents[rows], self.context[rows], self.pooled[rows]
+
+
+class RenderedScenes:
+    """Freshly rendered scenes of the allowed captions (`--data real`): stream position p is the scene of numpy
+    seed (seed, p)."""
+
+    def __init__(self, captions: list[str], seed: int):
+        from .splits import labels_of
+        self.allowed = labels_of(captions)
+        self.seed = seed
+
+    def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = zip(*(make_dataset(1, self.seed * 1_000_003 + int(p), self.allowed) for p in positions))
+        x = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float() / 255.0
+        context, pooled = conditioning(torch.from_numpy(np.concatenate(labels)))
+        return image_to_model(x), context, pooled
+
+
+def sample_generators(seed: int, draw: int, slots: range) -> list[torch.Generator]:
+    """One generator per global batch slot of a draw."""
+    return [torch.Generator().manual_seed(int(np.uint64(seed * 7_919 + draw * 104_729 + j * 15_485_863)))
+            for j in slots]
+
+
+def randn(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    """(len(generators), *shape): one sample's noise from each generator."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+def randint(generators: list[torch.Generator], low: int, high: int) -> torch.Tensor:
+    return torch.cat([torch.randint(low, high, (1,), generator=g) for g in generators])

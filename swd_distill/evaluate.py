@@ -1,18 +1,23 @@
 """`make eval-tiny`: the tiny family's quality table, measured through real ComfyUI with the pack's nodes.
 
-Each row samples the same captions (random scenes of the card, seeded) in batches of 16 through an API prompt:
+Captions come in two splits of 48 (splits.py): validation (seen in distillation; cfg, kernel and recipe are chosen
+on it) and held-out (never used to make distillation data; the figures to report). Each row samples each split's
+captions, `samples` images per split (every caption equally often), in batches of 16 through an API prompt:
 UNETLoader(teacher) [-> SwDLoraLoader(student)] -> KSampler or SwDKSampler -> SwDTinyDecode -> SaveImage, and
 judges the saved 128x128 PNGs (area-averaged to 32x32) with the judge (judge.py):
 - accuracy: the fraction of images whose five attributes all match the caption;
-- FD: the Frechet distance of the judge's features to those of 2,000 rendered scenes;
+- FD real: the Frechet distance of the judge's features to those of 2,000 rendered scenes of the split's captions;
+- FD teacher: the same to the teacher's own 28-step samples of the split's captions (cfg 3, the settings that make
+  the distillation data, other seeds): how faithfully a row reproduces the teacher (distillation fidelity);
 - ms/image: the sampler node's wall time per image in a batch of 16; ms/prompt: its median time for one caption
   (batch 1), what one artist's prompt costs. Both exclude model loading (warm-up prompt first).
-Rows: the teacher at 28 steps (euler, simple) with cfg 1 and 3, at 4 and 2 full-resolution steps (with the better
-of the two cfgs), the teacher through the SwD schedule without the LoRA, and the SwD student (cfg 1, the preset from
-the loader's output).
+Rows: the teacher at 28 steps (euler, simple) with cfg 1 and 3, at 4 and 2 full-resolution steps (with the cfg
+that is better on the validation split), the teacher through the SwD schedule without the LoRA, and the SwD student
+(cfg 1, the preset from the loader's output).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import sys
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import splits
 from .judge import attribute_accuracy, cached_judge, frechet_distance, to_tensor
 from .scenes import ATTRIBUTES, make_dataset, scene_of
 from .tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
@@ -41,6 +47,7 @@ class Row:
     ms_per_prompt: float
     samples: int
     shape_accuracy: float  # the attribute the tiny teacher finds hardest (README, Quality)
+    fd_teacher: float | None = None  # FD to the teacher's 28-step samples of the same captions
 
 
 def sampler_nodes(kind: str, steps: int = 0, cfg: float = 1.0, lora: str = STUDENT_FILE) -> dict:
@@ -95,21 +102,30 @@ def load_images(paths: list[Path]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
 
-def evaluate_row(server, judge, name: str, nodes: dict, labels: np.ndarray, real_features) -> Row:
-    captions = [scene_of(lab).caption for lab in labels]
-    run_timed(server, prompt(nodes, captions[:1], 10_000, "warmup"))  # loads the model
+def sample_images(server, nodes: dict, captions: list[str], seed: int, tag: str) -> tuple[np.ndarray, float]:
+    """The row's images of `captions` (batches of 16, batch b seeded seed + b) and the sampler's seconds."""
     images, seconds = [], 0.0
     for b in range(0, len(captions), BATCH):
-        paths, s = run_timed(server, prompt(nodes, captions[b:b + BATCH], b, f"eval_{name}"))
+        paths, s = run_timed(server, prompt(nodes, captions[b:b + BATCH], seed + b, tag))
         images.append(load_images(paths))
         seconds += s
-    single = [run_timed(server, prompt(nodes, captions[k:k + 1], 20_000 + k, "single"))[1] for k in range(5)]
-    predicted, features = judge.predict(to_tensor(np.concatenate(images)))
+    return np.concatenate(images), seconds
+
+
+def evaluate_row(server, judge, name: str, nodes: dict, labels: np.ndarray, real_features,
+                 teacher_features=None, timed: bool = True) -> Row:
+    captions = [scene_of(lab).caption for lab in labels]
+    run_timed(server, prompt(nodes, captions[:1], 10_000, "warmup"))  # loads the model
+    images, seconds = sample_images(server, nodes, captions, 0, f"eval_{name.split(':')[0]}")
+    single = ([run_timed(server, prompt(nodes, captions[k:k + 1], 20_000 + k, "single"))[1] for k in range(5)]
+              if timed else [float("nan")])
+    predicted, features = judge.predict(to_tensor(images))
     truth = torch.from_numpy(labels)
     shape = list(ATTRIBUTES).index("shape")
     return Row(name, attribute_accuracy(predicted, truth), frechet_distance(features, real_features),
                1000 * seconds / len(captions), 1000 * statistics.median(single), len(captions),
-               float((predicted[:, shape] == truth[:, shape]).float().mean()))
+               float((predicted[:, shape] == truth[:, shape]).float().mean()),
+               None if teacher_features is None else frechet_distance(features, teacher_features))
 
 
 def start_server(extra_loras: dict[str, Path]):
@@ -122,13 +138,44 @@ def start_server(extra_loras: dict[str, Path]):
     return server.start()
 
 
-def table(rows: list[Row]) -> str:
-    lines = ["| model | sampling | accuracy (all 5 attributes) | shape right | FD | ms/image (batch 16) | "
-             "ms/prompt (batch 1) |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        model, _, sampling = r.name.partition(": ")
-        lines.append(f"| {model} | {sampling} | {r.accuracy:.3f} | {r.shape_accuracy:.3f} | {r.fd:.2f} | "
-                     f"{r.ms_per_image:.1f} | {r.ms_per_prompt:.0f} |")
+SPLITS = ("validation", "held-out")
+REFERENCE_CFG = 3.0  # the teacher's cfg in the distillation data (cli.py --sample-cfg), for the FD-teacher column
+
+
+def split_labels(split: str, samples: int) -> np.ndarray:
+    """(samples, 5) labels: the split's 48 captions in turn."""
+    captions = splits.validation() if split == "validation" else list(splits.heldout())
+    return splits.labels_of([captions[k % len(captions)] for k in range(samples)])
+
+
+def references(server, judge, split: str, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features of 2,000 rendered scenes of the split's captions, features of the teacher's 28-step cfg-3 samples
+    of them at other seeds), the latter cached in .swd_work/ per teacher file and sample count."""
+    from safetensors.torch import load_file, save_file
+    labels = split_labels(split, samples)
+    real = judge.predict(to_tensor(make_dataset(2000, 99, np.unique(labels, axis=0))[0]))[1]
+    teacher = ROOT / "models" / "diffusion_models" / TEACHER_FILE
+    digest = hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]
+    cache = ROOT / ".swd_work" / f"eval-reference-{split}-{samples}-{digest}.safetensors"
+    if cache.exists():
+        return real, load_file(str(cache))["features"]
+    captions = [scene_of(lab).caption for lab in labels]
+    images, _ = sample_images(server, sampler_nodes("ksampler", 28, REFERENCE_CFG), captions, 500_000, "reference")
+    features = judge.predict(to_tensor(images))[1]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"features": features.contiguous()}, str(cache))
+    return real, features
+
+
+def table(results: list[dict[str, Row]]) -> str:
+    lines = ["| model | sampling | validation: accuracy | FD teacher | held-out: accuracy | shape right | FD real | "
+             "FD teacher | ms/image (batch 16) | ms/prompt (batch 1) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        v, h = r["validation"], r["held-out"]
+        model, _, sampling = h.name.partition(": ")
+        lines.append(f"| {model} | {sampling} | {v.accuracy:.3f} | {v.fd_teacher:.2f} | {h.accuracy:.3f} | "
+                     f"{h.shape_accuracy:.3f} | {h.fd:.2f} | {h.fd_teacher:.2f} | {h.ms_per_image:.1f} | "
+                     f"{h.ms_per_prompt:.0f} |")
     return "\n".join(lines)
 
 
@@ -144,31 +191,55 @@ def main(samples: int = 240, student: Path | None = None, json_out: Path | None 
     started = time.perf_counter()
     print("the judge: trained on rendered scenes (cached in .swd_work/) ...", flush=True)
     judge = cached_judge(ROOT / ".swd_work" / "judge.safetensors")
-    labels = make_dataset(samples, 2026)[1]
-    real_features = judge.predict(to_tensor(make_dataset(2000, 99)[0]))[1]
     loras = {"eval-student.safetensors": student} if student else {}
     server = start_server(loras)
     lora = "eval-student.safetensors" if student else STUDENT_FILE
     try:
+        refs = {split: references(server, judge, split, samples) for split in SPLITS}
+
+        def evaluate(name: str, nodes: dict) -> dict[str, Row]:
+            result = {split: evaluate_row(server, judge, name, nodes, split_labels(split, samples), *refs[split],
+                                          timed=split == "held-out") for split in SPLITS}
+            print(table([result]).splitlines()[-1], flush=True)
+            return result
+
         if student_only:
-            rows = [evaluate_row(server, judge, f"SwD student: {student or lora}", sampler_nodes("swd", lora=lora),
-                                 labels, real_features)]
-            return _report(rows, samples, started, json_out)
-        cfgs = (1.0, 3.0)
-        rows = [evaluate_row(server, judge, f"teacher: 28 steps, cfg {cfg:g}", sampler_nodes("ksampler", 28, cfg),
-                             labels, real_features) for cfg in cfgs]
-        best_cfg = max(zip(cfgs, rows), key=lambda pair: pair[1].accuracy)[0]
-        for name, nodes in rows_to_run(best_cfg, lora):
-            rows.append(evaluate_row(server, judge, name, nodes, labels, real_features))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            results = [evaluate(f"SwD student: {student or lora}", sampler_nodes("swd", lora=lora))]
+        else:
+            cfgs = (1.0, 3.0)
+            results = [evaluate(f"teacher: 28 steps, cfg {cfg:g}", sampler_nodes("ksampler", 28, cfg))
+                       for cfg in cfgs]
+            best_cfg = max(zip(cfgs, results), key=lambda pair: pair[1]["validation"].accuracy)[0]
+            results += [evaluate(name, nodes) for name, nodes in rows_to_run(best_cfg, lora)]
     finally:
         server.stop()
-    return _report(rows, samples, started, json_out)
-
-
-def _report(rows: list[Row], samples: int, started: float, json_out: Path | None) -> int:
-    print(f"\nTiny family, {samples} samples per row, judged at 32x32 ({time.perf_counter() - started:.0f} s):\n")
-    print(table(rows))
+    print(f"\nTiny family, {samples} samples per caption split and row, judged at 32x32 "
+          f"({time.perf_counter() - started:.0f} s):\n")
+    print(table(results))
     if json_out:
-        json_out.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        json_out.write_text(json.dumps([{k: asdict(r) for k, r in result.items()} for result in results], indent=1))
     return 0
+
+
+def ablation_table(folder: Path) -> str:
+    """The ablation's rows from the `eval --student-only --json` files in `folder` (<row>.json); rows named
+    <name>-seed<k> are merged into mean +- sd over their seeds."""
+    groups: dict[str, list[dict[str, dict]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        name = path.stem.rpartition("-seed")[0] if "-seed" in path.stem else path.stem
+        groups.setdefault(name, []).append(json.loads(path.read_text())[0])
+
+    def cell(results, split, key):
+        values = [r[split][key] for r in results]
+        if len(values) == 1:
+            return f"{values[0]:.3f}" if key.endswith("accuracy") else f"{values[0]:.2f}"
+        digits = 3 if key.endswith("accuracy") else 2
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    lines = ["| student | seeds | validation: accuracy | FD teacher | held-out: accuracy | FD real | FD teacher |",
+             "|---|---|---|---|---|---|---|"]
+    for name, results in groups.items():
+        lines.append(f"| {name} | {len(results)} | {cell(results, 'validation', 'accuracy')} | "
+                     f"{cell(results, 'validation', 'fd_teacher')} | {cell(results, 'held-out', 'accuracy')} | "
+                     f"{cell(results, 'held-out', 'fd')} | {cell(results, 'held-out', 'fd_teacher')} |")
+    return "\n".join(lines)

@@ -39,7 +39,7 @@ def import_comfy(cpu: bool | None = None):
 def torch_default_init(module: nn.Module) -> nn.Module:
     """Give the comfy.ops layers of `module` (which skip initialisation) torch's own default initialisation."""
     for layer in module.modules():
-        for kind in (nn.Conv2d, nn.Linear):
+        for kind in (nn.Conv2d, nn.Linear, nn.LayerNorm):
             if isinstance(layer, kind):
                 kind.reset_parameters(layer)
     return module
@@ -208,13 +208,49 @@ def peft_state_dict(net: nn.Module, name: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def block_features(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-                   block: int = 0) -> torch.Tensor:
-    """The image tokens (B, tokens, hidden) after joint block `block`: MMDiT.forward's first part, stopped there."""
+class _FeaturesTaken(Exception):
+    """Raised by the feature hook to end a forward pass that was run only for a block's features."""
+
+
+@contextlib.contextmanager
+def block_output(net: nn.Module, block: int, stop: bool):
+    """Within the block, every forward of `net` records the image tokens (B, tokens, hidden) that joint block
+    `block` outputs in the yielded dict under "h" (a forward hook on the block, not a re-implemented forward); with
+    stop=True the forward ends there (call it through `features`)."""
+    taken: dict[str, torch.Tensor] = {}
+
+    def hook(module, args, output):
+        taken["h"] = output[1]  # JointBlock returns (context, x)
+        if stop:
+            raise _FeaturesTaken
+
+    handle = net.joint_blocks[block].register_forward_hook(hook)
+    try:
+        yield taken
+    finally:
+        handle.remove()
+
+
+def features(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
+             block: int) -> torch.Tensor:
+    """The image tokens after joint block `block` (the blocks after it do not run)."""
+    with block_output(net, block, stop=True) as taken:
+        try:
+            predict_x0(net, x, sigma, context, pooled)
+        except _FeaturesTaken:
+            pass
+    return taken["h"]
+
+
+def discriminator_head(hidden: int, seed: int, layers: int = 4) -> nn.Module:
+    """The official GAN head: `layers` x [LayerNorm, GELU, Linear], widths falling linearly from `hidden` to 1
+    (torch.linspace(hidden, 1, layers + 1) cast to int: 128 -> 96 -> 64 -> 32 -> 1), on the token mean of the fake
+    score's block features; comfy.ops layers with torch's default initialisation from `seed`."""
     import comfy.ops
-    h = net.x_embedder(x) + comfy.ops.cast_to_input(net.cropped_pos_embed(x.shape[-2:], device=x.device), x)
-    c = net.t_embedder(sigma * 1000.0, dtype=x.dtype) + net.y_embedder(pooled)
-    context = net.context_embedder(context)
-    for b in net.joint_blocks[:block + 1]:
-        context, h = b(context, h, c=c, use_checkpoint=False)
-    return h
+    ops = comfy.ops.disable_weight_init
+    widths = torch.linspace(hidden, 1, layers + 1, dtype=torch.int64).tolist()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        head = nn.Sequential(*(nn.Sequential(ops.LayerNorm(a), nn.GELU(), ops.Linear(a, b))
+                               for a, b in zip(widths, widths[1:])))
+        return torch_default_init(head)

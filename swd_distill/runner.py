@@ -105,8 +105,17 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: di
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer]) -> int:
-    """Restore what save_checkpoint wrote into `tensors` (in place) and the optimizers; returns the step."""
+def checkpoint_extra(path: Path) -> dict:
+    """The extra dict save_checkpoint stored (without reading the tensors)."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata().get("extra", "{}"))
+
+
+def load_checkpoint(path: Path, tensors: dict[str, torch.Tensor],
+                    optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, dict]:
+    """Restore what save_checkpoint wrote into `tensors` (in place) and the optimizers; returns (the step, the
+    extra dict saved with it)."""
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
@@ -121,7 +130,7 @@ def load_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: di
                 index, slot = key[len(name) + 3:].split(".", 1)
                 state.setdefault(int(index), {})[slot] = value
         opt.load_state_dict({"state": state, "param_groups": json.loads(meta[f"opt.{name}"])})
-    return int(meta["step"])
+    return int(meta["step"]), json.loads(meta.get("extra", "{}"))
 
 
 class Progress:

@@ -87,8 +87,14 @@ def parse_caption(text: str) -> dict[str, str]:
     return found
 
 
-def random_scene(rng: np.random.Generator) -> Scene:
-    pick = {a: values[rng.integers(len(values))] for a, values in ATTRIBUTES.items()}
+def random_scene(rng: np.random.Generator, allowed: np.ndarray | None = None) -> Scene:
+    """A scene of any of the 480 combinations, or of one of the `allowed` label rows (N, 5), with random size and
+    jitter."""
+    if allowed is None:
+        pick = {a: values[rng.integers(len(values))] for a, values in ATTRIBUTES.items()}
+    else:
+        row = allowed[rng.integers(len(allowed))]
+        pick = {a: values[int(k)] for (a, values), k in zip(ATTRIBUTES.items(), row)}
     return Scene(**pick, size=float(rng.uniform(0.30, 0.40)), dx=float(rng.uniform(-0.05, 0.05)),
                  dy=float(rng.uniform(-0.05, 0.05)))
 
@@ -141,14 +147,14 @@ def render(scene: Scene) -> np.ndarray:
     return np.clip(reduced + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_dataset(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` random scenes: images (count, 32, 32, 3) uint8 and labels (count, 5) int64, from one seeded
-    numpy generator (the same seed gives the same scenes)."""
+def make_dataset(count: int, seed: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random scenes (of the `allowed` label rows only, if given): images (count, 32, 32, 3) uint8 and
+    labels (count, 5) int64, from one seeded numpy generator (the same seed gives the same scenes)."""
     rng = np.random.default_rng(seed)
     images = np.empty((count, SIDE, SIDE, 3), np.uint8)
     labels = np.empty((count, len(ATTRIBUTES)), np.int64)
     for n in range(count):
-        scene = random_scene(rng)
+        scene = random_scene(rng, allowed)
         images[n] = render(scene)
         labels[n] = scene.labels()
     return images, labels

@@ -68,7 +68,7 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     checkpoint = work / "teacher.ckpt.safetensors"
     tensors = {**{f"net.{k}": v for k, v in net.state_dict().items()}, **{f"ema.{k}": v for k, v in ema.items()}}
-    start = load_checkpoint(checkpoint, tensors, {"opt": opt}) if resume and checkpoint.exists() else 0
+    start = load_checkpoint(checkpoint, tensors, {"opt": opt})[0] if resume and checkpoint.exists() else 0
     progress = Progress(cfg.steps, start, "teacher", par.main)
     losses = []
     for step in range(start, cfg.steps):

@@ -145,16 +145,29 @@ def test_teacher_training_lowers_the_loss_and_is_reproducible(tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_distillation_runs_and_exports_a_peft_lora_the_loader_reads(tmp_path):
-    from swd_distill.distill import DistillConfig, distill
+def _tiny_teacher_and_samples(tmp_path, captions=8):
+    """A 5-step teacher and its 28-step samples of `captions` seen captions (one shard)."""
+    from swd_distill.samples import SampleSpec, file_id, make_samples
+    from swd_distill.splits import seen
     from swd_distill.teacher import TeacherConfig, train_teacher
-    from swd_sampler.lora import read_lora
     torch.set_num_threads(1)
-    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=5, batch=8, warmup=2), tmp_path / "w")
-    history = distill(tmp_path / "t.safetensors", tmp_path / "swd-tiny-4-steps.safetensors",
-                      DistillConfig(steps=6, warm_steps=2, batch=8, rank=4), tmp_path / "w")
-    assert [sorted(h) for h in history] == [["warm"]] * 2 + [["dmd", "fake", "patch"]] * 4
+    teacher = tmp_path / "t.safetensors"
+    train_teacher(teacher, TeacherConfig(steps=5, batch=8, warmup=2), tmp_path / "w")
+    spec = SampleSpec(teacher=file_id(teacher), captions=tuple(seen()[:captions]), per_caption=1)
+    return teacher, make_samples(teacher, tmp_path / "samples", spec, progress=False)
+
+
+def test_distillation_on_teacher_samples_exports_a_peft_lora_the_loader_reads(tmp_path):
+    from swd_distill.distill import DistillConfig, distill
+    from swd_sampler.lora import read_lora
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    history = distill(teacher, tmp_path / "swd-tiny-4-steps.safetensors",
+                      DistillConfig(steps=6, warm_steps=2, batch=8, rank=4, fake_updates=2), tmp_path / "w",
+                      dataset=samples)
+    assert [sorted(h) for h in history] == [["warm"]] * 2 + [["d", "dmd", "fake", "gan", "patch"]] * 4
     assert all(np.isfinite(v) for h in history for v in h.values())
+    # softplus losses of an untrained head start near log 2 (generator) and 2 log 2 (discriminator)
+    assert abs(history[2]["gan"] - np.log(2)) < 0.2 and abs(history[2]["d"] - 2 * np.log(2)) < 0.4
     lora = read_lora(tmp_path / "swd-tiny-4-steps.safetensors")
     assert lora.formats == ("peft",) and {m.rank for m in lora.modules.values()} == {4}
     assert lora.architecture.family == "sd3" and lora.architecture.width == 128
@@ -165,22 +178,81 @@ def test_distillation_runs_and_exports_a_peft_lora_the_loader_reads(tmp_path):
                      "ff_context.net.0.proj", "ff_context.net.2"}
 
 
-def test_the_gan_head_trains_beside_the_fake_score_and_resumes_exactly(tmp_path):
-    from swd_distill.distill import DistillConfig, distill
+def test_the_mmd_recipe_trains_the_patch_loss_alone_on_real_scenes(tmp_path):
+    from swd_distill.distill import DistillConfig, Distiller, distill
+    from swd_distill.runner import Parallel
     from swd_distill.teacher import TeacherConfig, train_teacher
     torch.set_num_threads(1)
     train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=3, batch=8, warmup=1), tmp_path / "w")
-    cfg = dict(warm_steps=1, batch=8, rank=4, gan=0.5, checkpoint_every=3)
-    history = distill(tmp_path / "t.safetensors", tmp_path / "a.safetensors", DistillConfig(steps=5, **cfg),
-                      tmp_path / "wa")
-    assert [sorted(h) for h in history] == [["warm"]] + [["d", "dmd", "fake", "gan", "patch"]] * 4
-    # softplus losses of an untrained head start near log 2 (generator) and 2 log 2 (discriminator)
-    assert abs(history[1]["gan"] - np.log(2)) < 0.2 and abs(history[1]["d"] - 2 * np.log(2)) < 0.4
-    distill(tmp_path / "t.safetensors", tmp_path / "b.safetensors", DistillConfig(steps=3, **cfg), tmp_path / "wb")
-    distill(tmp_path / "t.safetensors", tmp_path / "b.safetensors", DistillConfig(steps=5, **cfg), tmp_path / "wb",
-            resume=True)
+    cfg = DistillConfig(steps=3, warm_steps=0, batch=4, rank=4, recipe="mmd", data="real")
+    history = distill(tmp_path / "t.safetensors", tmp_path / "a.safetensors", cfg, tmp_path / "wa")
+    assert [sorted(h) for h in history] == [["patch"]] * 3 and all(h["patch"] > 0 for h in history)
+    run = Distiller(tmp_path / "t.safetensors", cfg, None, Parallel())
+    assert run.fake == [] and run.head is None and run.draws_per_step == 1  # one network: no fake score, no head
+
+
+def test_a_resumed_run_ends_bit_identical_and_checks_its_settings(tmp_path):
+    from swd_distill.distill import DistillConfig, distill
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    cfg = dict(warm_steps=1, batch=8, rank=4, fake_updates=2, checkpoint_every=3)
+    distill(teacher, tmp_path / "a.safetensors", DistillConfig(steps=5, **cfg), tmp_path / "wa", dataset=samples)
+    distill(teacher, tmp_path / "b.safetensors", DistillConfig(steps=3, **cfg), tmp_path / "wb", dataset=samples)
+    distill(teacher, tmp_path / "b.safetensors", DistillConfig(steps=5, **cfg), tmp_path / "wb", resume=True,
+            dataset=samples)
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"other settings: rank 4 there, 8 now"):
+        distill(teacher, tmp_path / "c.safetensors", DistillConfig(steps=6, **{**cfg, "rank": 8}), tmp_path / "wb",
+                resume=True, dataset=samples)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        distill(teacher, tmp_path / "c.safetensors", DistillConfig(steps=6, **cfg), tmp_path / "empty",
+                resume=True, dataset=samples)
+
+
+def test_the_noise_grid_is_the_official_28_step_grid_holding_the_preset_sigmas():
+    from swd_distill.distill import DMD_INDICES, PATCH_INDICES, noise_grid
+    grid = noise_grid()
+    assert len(grid) == 28 and grid[0] == 1.0
+    # the preset sigmas are grid points 4, 7, 12, 14, 18; DMD draws from [12, 28), the patch loss from [18, 28)
+    for index, sigma in ((4, 0.9454), (7, 0.8959), (12, 0.7904), (14, 0.7371), (18, 0.6022)):
+        assert abs(grid[index].item() - sigma) < 1e-4
+    assert DMD_INDICES == (12, 28) and PATCH_INDICES == (18, 28)
+    # the last point: 1/1000 shifted twice by 3 (diffusers' set_timesteps on the shifted table)
+    once = 3e-3 / (1 + 2e-3)
+    assert abs(grid[-1].item() - 3 * once / (1 + 2 * once)) < 1e-7
+
+
+def test_held_out_captions_are_fixed_and_never_made_into_distillation_data(tmp_path):
+    import json
+    from swd_distill import splits
+    from swd_distill.samples import load_samples
+    held = splits.heldout()
+    assert list(held) == splits.make_heldout() and len(set(held)) == 48
+    assert json.loads(splits.HELDOUT_FILE.read_text()) == list(held)
+    assert set(held).isdisjoint(splits.seen()) and len(splits.seen()) == 432
+    assert set(splits.validation()) <= set(splits.seen()) and len(splits.validation()) == 48
+    _, samples = _tiny_teacher_and_samples(tmp_path, captions=432)  # all seen captions, one sample each
+    captions = load_samples(samples)[3]
+    assert len(captions) == 432 and set(captions).isdisjoint(held)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "models/loras/swd-tiny-4-steps.safetensors"], "add --replace-shipped"),
+    (["--patch", "linaer"], "invalid choice: 'linaer'"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--lr", "0"], "--lr must be above 0"),
+    (["--cfg", "nan"], "--cfg must be a finite number"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--dmd", "maybe"], "--dmd takes true or false, not 'maybe'"),
+    (["--warm-steps", "50", "--steps", "10"], "--warm-steps 50 is more than --steps 10"),
+    (["--recipe", "mmd", "--patch", "none"], "the mmd recipe is the patch loss alone"),
+])
+def test_the_distill_command_refuses_bad_options_before_any_work(argv, message, capsys):
+    from swd_distill.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["distill", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_two_processes_train_data_parallel_and_hold_identical_weights(tmp_path):
