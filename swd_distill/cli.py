@@ -189,8 +189,8 @@ def teacher_samples(teacher: Path, per_caption: int, steps: int, cfg: float, fol
     the settings, shared by every run); returns their folder."""
     from .samples import SampleSpec, file_id, make_samples
     from .splits import seen
-    if not teacher.is_file():
-        raise FileNotFoundError(f"--teacher {teacher} does not exist")
+    from .distill import load_teacher
+    load_teacher(teacher)  # a wrong file fails here, before any sampling
     spec = SampleSpec(teacher=file_id(teacher), captions=tuple(seen()), per_caption=per_caption, steps=steps,
                       cfg=cfg)
     folder = folder or WORK / f"teacher-samples-{per_caption}x{steps}-cfg{cfg:g}"

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
+from swd_sampler.lora import check_finite_weights
 from swd_sampler.resize import resize
 from swd_sampler.schedule import PRESETS, step_sizes
 
@@ -47,7 +47,8 @@ from .losses import PATCH_KERNELS, dmd_gradient, dmd_loss, fake_score_loss, gan_
     gan_generator_loss, patch_loss
 from .model import (add_lora, adapter, block_output, build_mmdit, discriminator_head, features, peft_state_dict,
                     predict_x0, predict_x0_cfg)
-from .runner import Parallel, Progress, checkpoint_extra, load_checkpoint, save_checkpoint
+from .runner import (Parallel, Progress, checkpoint_extra, checkpoint_path, load_checkpoint, read_weights,
+                     save_checkpoint)
 from .tiny import NATIVE_LATENT, TINY_PRESET
 
 GRID_STEPS, GRID_SHIFT = 28, 3.0
@@ -134,15 +135,31 @@ def noised(x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Te
     return (1 - s) * x0 + s * eps
 
 
+def load_teacher(path: Path) -> torch.nn.Module:
+    """The tiny teacher network from its file (frozen); a file that is not safetensors or holds another network
+    raises one clear error naming it."""
+    weights = read_weights(path, f"--teacher {path}")[0]
+    net = build_mmdit(0)
+    expected = net.state_dict()
+    missing = sorted(expected.keys() - weights.keys())
+    wrong = sorted(k for k in expected.keys() & weights.keys() if weights[k].shape != expected[k].shape)
+    if missing or wrong or weights.keys() - expected.keys():
+        example = (missing or wrong or sorted(weights.keys() - expected.keys()))[0]
+        raise ValueError(f"--teacher {path} is not the tiny teacher's architecture (a depth-2 SD3 MMDiT, hidden 128): "
+                         f"{len(missing)} of its tensors are missing, {len(wrong)} have another shape and "
+                         f"{len(weights.keys() - expected.keys())} are unknown (e.g. {example})")
+    check_finite_weights(weights, f"--teacher {path}")
+    net.load_state_dict({k: v.float() for k, v in weights.items()})
+    return net.requires_grad_(False)
+
+
 class Distiller:
     """The networks, optimizers and data of one run, and its two updates."""
 
     def __init__(self, teacher: Path, cfg: DistillConfig, dataset: Path | None, par: Parallel):
         self.cfg, self.par = cfg, par
         dev = par.device
-        net = build_mmdit(0)
-        net.load_state_dict({k: v.float() for k, v in load_file(str(teacher)).items()})
-        net.requires_grad_(False)
+        net = load_teacher(teacher)
         self.net = net
         self.student = add_lora(net, "student", cfg.rank, cfg.rank, cfg.seed)
         self.fake = add_lora(net, "fake", cfg.rank, cfg.rank, cfg.seed + 1) if cfg.uses_fake else []
@@ -289,7 +306,7 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
     `resume`, continue from the checkpoint in `work` (its settings must match, except steps and checkpoint_every)."""
     par = Parallel()
     run = Distiller(teacher, cfg, dataset, par)
-    checkpoint = work / "student.ckpt.safetensors"
+    checkpoint = checkpoint_path(work, "student")
     start = 0
     if resume:
         if not checkpoint.exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 class Parallel:
@@ -87,6 +87,13 @@ def sort_metadata(path: Path) -> None:
         f.write(text.ljust(size, b" "))
 
 
+def checkpoint_path(work: Path, name: str) -> Path:
+    """work/<name>.ckpt.safetensors; a temporary file that a killed checkpoint write left beside it is removed."""
+    path = work / f"{name}.ckpt.safetensors"
+    path.with_suffix(".tmp").unlink(missing_ok=True)
+    return path
+
+
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
                     step: int, extra: dict | None = None) -> None:
     """Trained tensors, optimizer states and the step in one safetensors file (written to a temp file, then moved)."""
@@ -100,26 +107,44 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: di
                 value = value if torch.is_tensor(value) else torch.tensor(value)
                 out[f"o.{name}.{index}.{slot}"] = value.detach().cpu().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")  # a write killed half-way leaves only this, which the next save replaces
     save_file(out, str(tmp), metadata=meta)
     os.replace(tmp, path)
 
 
+TRAINING_ADVICE = ("The distiller reads safetensors files only and never unpickles one, since a pickle can run code: "
+                   "give the file this pack wrote, or convert it in a trusted environment with "
+                   "safetensors.torch.save_file.")
+
+
+def read_weights(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a teacher or checkpoint file; a missing, empty, cut-off, random or pickled file raises
+    one clear error naming `what` (e.g. "--teacher x.safetensors")."""
+    from swd_sampler.lora import read_safetensors
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} does not exist")
+    return read_safetensors(path, what, TRAINING_ADVICE)
+
+
 def checkpoint_extra(path: Path) -> dict:
-    """The extra dict save_checkpoint stored (without reading the tensors)."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata().get("extra", "{}"))
+    """The extra dict save_checkpoint stored."""
+    meta = read_weights(path, f"the checkpoint {path}")[1]
+    if "step" not in meta:
+        raise ValueError(f"the checkpoint {path} was not written by this distiller (no step in its metadata)")
+    return json.loads(meta.get("extra", "{}"))
 
 
 def load_checkpoint(path: Path, tensors: dict[str, torch.Tensor],
                     optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, dict]:
     """Restore what save_checkpoint wrote into `tensors` (in place) and the optimizers; returns (the step, the
     extra dict saved with it)."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    data = load_file(str(path))
+    data, meta = read_weights(path, f"the checkpoint {path}")
+    missing = [k for k in tensors if f"t.{k}" not in data]
+    wrong = [k for k in tensors if f"t.{k}" in data and data[f"t.{k}"].shape != tensors[k].shape]
+    if missing or wrong or "step" not in meta:
+        raise ValueError(f"the checkpoint {path} does not fit this run ({len(missing)} tensors missing, "
+                         f"{len(wrong)} of another shape): it belongs to another configuration; start without "
+                         f"--resume or use its --work folder")
     with torch.no_grad():
         for k, v in tensors.items():
             v.copy_(data[f"t.{k}"])

@@ -16,7 +16,7 @@ import torch
 
 from . import data
 from .model import build_mmdit
-from .runner import Parallel, Progress, load_checkpoint, save_checkpoint
+from .runner import Parallel, Progress, checkpoint_path, load_checkpoint, save_checkpoint
 from swd_sampler.resize import resize
 
 SMALL_SCALES = (8, 10, 12, 14)
@@ -66,7 +66,7 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
     par.broadcast(params)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    checkpoint = work / "teacher.ckpt.safetensors"
+    checkpoint = checkpoint_path(work, "teacher")
     tensors = {**{f"net.{k}": v for k, v in net.state_dict().items()}, **{f"ema.{k}": v for k, v in ema.items()}}
     start = load_checkpoint(checkpoint, tensors, {"opt": opt})[0] if resume and checkpoint.exists() else 0
     progress = Progress(cfg.steps, start, "teacher", par.main)

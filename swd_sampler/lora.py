@@ -157,12 +157,14 @@ _SIGNATURES = ((b"PK\x03\x04", "a zip archive (a PyTorch .pt/.ckpt checkpoint sa
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def _not_safetensors(name: str, what: str) -> NotSafetensorsError:
-    return NotSafetensorsError(
-        f"{name} is not a safetensors file: it is {what}. SwD LoRA Loader only reads .safetensors and never "
-        f"unpickles files, since a pickle can run code. Download the .safetensors release of the LoRA (the Hugging "
-        f"Face repository's adapter_model.safetensors) or convert this file in a trusted environment with "
-        f"safetensors.torch.save_file.")
+LORA_ADVICE = ("SwD LoRA Loader only reads .safetensors and never unpickles files, since a pickle can run code. "
+               "Download the .safetensors release of the LoRA (the Hugging Face repository's "
+               "adapter_model.safetensors) or convert this file in a trusted environment with "
+               "safetensors.torch.save_file.")
+
+
+def _not_safetensors(name: str, what: str, advice: str) -> NotSafetensorsError:
+    return NotSafetensorsError(f"{name} is not a safetensors file: it is {what}. {advice}")
 
 
 def _truncated(name: str, size: int, needed: int) -> CorruptLoraError:
@@ -171,10 +173,11 @@ def _truncated(name: str, size: int, needed: int) -> CorruptLoraError:
         f"was cut off; download the file again.")
 
 
-def read_safetensors(path: Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path, name: str, advice: str = LORA_ADVICE) -> tuple[dict[str, torch.Tensor],
+                                                                               dict[str, str]]:
     """Tensors and metadata of a safetensors file, after checking its layout: 8 bytes little-endian header length N,
     N bytes of JSON {tensor: {dtype, shape, data_offsets}} (so byte 8 is "{"), then the data. Nothing is ever
-    unpickled."""
+    unpickled. `advice` ends the message about a file that is not safetensors."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
@@ -182,10 +185,10 @@ def read_safetensors(path: Path, name: str) -> tuple[dict[str, torch.Tensor], di
             if len(head) < 9:
                 raise CorruptLoraError(f"{name} is empty or cut off ({size} bytes); download the file again.")
             what = next((w for sig, w in _SIGNATURES if head.startswith(sig)), "not in the safetensors layout")
-            raise _not_safetensors(name, what)
+            raise _not_safetensors(name, what, advice)
         (n,) = struct.unpack("<Q", head[:8])
         if n > _MAX_HEADER:
-            raise _not_safetensors(name, "not in the safetensors layout (its header length is impossible)")
+            raise _not_safetensors(name, "not in the safetensors layout (its header length is impossible)", advice)
         if 8 + n > size:
             raise _truncated(name, size, 8 + n)
         raw = (head[8:] + f.read(max(n - 1, 0)))[:n]

@@ -264,3 +264,82 @@ def test_two_processes_train_data_parallel_and_hold_identical_weights(tmp_path):
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     shipped = load_file(str(tmp_path / "t.safetensors"))
     assert all(torch.equal(shipped[k], ranks[0][k]) for k in shipped)
+
+
+def _bad_teacher(tmp_path, kind):
+    from safetensors.torch import save_file
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == "pickle":
+        path.write_bytes(b"\x80\x04\x95" + bytes(64))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        save_file({"w": torch.zeros(64, 64)}, str(path))
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "architecture":
+        save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(3, 3)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"),
+    ("empty", "is empty or cut off"),
+    ("pickle", "is not a safetensors file: it is a Python pickle"),
+    ("random", "is not a safetensors file"),
+    ("truncated", "is truncated"),
+    ("architecture", "is not the tiny teacher's architecture"),
+])
+def test_a_bad_teacher_file_is_refused_in_one_line_naming_it(tmp_path, capsys, kind, message):
+    from swd_distill.cli import main
+    teacher = tmp_path / "missing.safetensors" if kind == "missing" else _bad_teacher(tmp_path, kind)
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and f"--teacher {teacher}" in err and message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_a_bad_checkpoint_is_refused_naming_it(tmp_path):
+    from swd_distill.distill import DistillConfig, distill
+    from swd_distill.teacher import TeacherConfig, train_teacher
+    torch.set_num_threads(1)
+    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=2, batch=4, warmup=1), tmp_path / "w")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "student.ckpt.safetensors").write_bytes(b"\x80\x04\x95" + bytes(64))
+    cfg = DistillConfig(steps=2, warm_steps=0, batch=4, rank=4, recipe="mmd", data="real")
+    with pytest.raises(ValueError, match="the checkpoint .* is not a safetensors file: it is a Python pickle"):
+        distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors", cfg, work, resume=True)
+
+
+def test_weights_that_are_not_finite_are_never_written(tmp_path):
+    from safetensors.torch import load_file as load, save_file
+    from swd_distill.distill import DistillConfig, distill
+    from swd_distill.teacher import TeacherConfig, train_teacher
+    torch.set_num_threads(1)
+    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=2, batch=4, warmup=1), tmp_path / "w")
+    cfg = DistillConfig(steps=2, warm_steps=2, batch=4, rank=4, recipe="mmd", data="real", lr=1e6)
+    with pytest.raises(FloatingPointError, match="non-finite weights .* nothing was written"):
+        distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors", cfg, tmp_path / "w1")
+    assert not (tmp_path / "o.safetensors").exists()
+    weights = load(str(tmp_path / "t.safetensors"))
+    weights["final_layer.linear.weight"][0, 0] = float("nan")
+    save_file(weights, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(ValueError, match="--teacher .*nan.safetensors.* NaN or infinite"):
+        distill(tmp_path / "nan.safetensors", tmp_path / "o.safetensors", cfg, tmp_path / "w2")
+
+
+def test_a_half_written_checkpoint_is_cleared_before_the_next_run(tmp_path):
+    from swd_distill.distill import DistillConfig, distill
+    from swd_distill.teacher import TeacherConfig, train_teacher
+    torch.set_num_threads(1)
+    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=2, batch=4, warmup=1), tmp_path / "w")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "student.ckpt.tmp").write_bytes(b"half a checkpoint")
+    distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors",
+            DistillConfig(steps=1, warm_steps=1, batch=4, rank=4, recipe="mmd", data="real"), work)
+    assert sorted(p.name for p in work.iterdir()) == ["student.ckpt.safetensors"]
