@@ -104,6 +104,12 @@ def _check_out(out: Path, replace_shipped: bool) -> None:
         raise UsageError(f"--out {out}: {folder} is not writable")
 
 
+def _check_batch(batch: int) -> None:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch % world:
+        raise UsageError(f"--batch {batch} does not split over {world} processes: use a multiple of {world}")
+
+
 def main(argv=None) -> None:
     from .distill import DistillConfig
     from .teacher import TeacherConfig
@@ -160,6 +166,7 @@ def _run(args, parser) -> None:
     if args.command == "teacher":
         from .teacher import train_teacher
         _check_out(args.out, args.replace_shipped)
+        _check_batch(args.batch)
         train_teacher(args.out, _config(args, TeacherConfig), args.work / "teacher", args.resume)
     elif args.command in ("samples", "distill", "student"):
         cfg = _config(args, DistillConfig) if args.command != "samples" else None
@@ -167,10 +174,7 @@ def _run(args, parser) -> None:
             _check_out(args.out, args.replace_shipped)
             if cfg.warm_steps > cfg.steps:
                 raise UsageError(f"--warm-steps {cfg.warm_steps} is more than --steps {cfg.steps}")
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            if cfg.batch % world:
-                raise UsageError(f"--batch {cfg.batch} does not split over {world} processes: use a multiple of "
-                                 f"{world}")
+            _check_batch(cfg.batch)
         dataset = args.dataset
         if dataset is None and (cfg is None or cfg.data == "teacher"):
             dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)

@@ -68,7 +68,7 @@ def noise_grid(steps: int = GRID_STEPS, shift: float = GRID_SHIFT) -> torch.Tens
 
 @dataclass
 class DistillConfig:
-    steps: int = 1000  # generator steps, warm start included
+    steps: int = 500  # generator steps, warm start included
     warm_steps: int = 100
     batch: int = 32  # global: split over the processes
     rank: int = 32
@@ -318,16 +318,15 @@ def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bo
             raise ValueError(f"--resume: the checkpoint in {work} was made with other settings: "
                              + ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in differing.items()))
         start = load_checkpoint(checkpoint, run.checkpoint_tensors(), run.optimizers())[0]
-    progress = Progress(cfg.steps, start, "student", par.main)
-    history = []
-    for step in range(start, cfg.steps):
-        logs = run.step(step)
-        history.append({k: par.mean(v) for k, v in logs.items()})
-        progress.update(**history[-1])
-        if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(checkpoint, run.checkpoint_tensors(), run.optimizers(), step + 1,
-                            {"config": config_json(cfg)})
-    progress.close()
+    with Progress(cfg.steps, start, "student", par.main) as progress:
+        history = []
+        for step in range(start, cfg.steps):
+            logs = run.step(step)
+            history.append({k: par.mean(v) for k, v in logs.items()})
+            progress.update(**history[-1])
+            if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+                save_checkpoint(checkpoint, run.checkpoint_tensors(), run.optimizers(), step + 1,
+                                {"config": config_json(cfg)})
     lora = {k: v.to(torch.float16).contiguous() for k, v in peft_state_dict(run.net.cpu(), "student").items()}
     bad = [k for k, v in lora.items() if not torch.isfinite(v).all()]
     if bad:

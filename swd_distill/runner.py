@@ -171,8 +171,17 @@ class Progress:
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
         self.bar.update(1)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Close the bar and print the wall time of this run."""
+        """Close the bar and print the wall time of this run (once; also when the run was interrupted)."""
+        if getattr(self, "closed", False):
+            return
+        self.closed = True
         self.bar.close()
         seconds = time.monotonic() - self.start_time
         if not self.bar.disable:

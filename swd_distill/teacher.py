@@ -68,27 +68,29 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     checkpoint = checkpoint_path(work, "teacher")
     tensors = {**{f"net.{k}": v for k, v in net.state_dict().items()}, **{f"ema.{k}": v for k, v in ema.items()}}
-    start = load_checkpoint(checkpoint, tensors, {"opt": opt})[0] if resume and checkpoint.exists() else 0
-    progress = Progress(cfg.steps, start, "teacher", par.main)
-    losses = []
-    for step in range(start, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup,
-                                       (cfg.steps - step) / max(1, cfg.steps - cfg.decay_start))
-        loss = teacher_loss(net, step, cfg, par)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        par.average_gradients(params)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            for k, v in net.state_dict().items():
-                ema[k].lerp_(v, 1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(v)
-        losses.append(par.mean(loss.item()))
-        progress.update(loss=losses[-1])
-        if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(checkpoint, tensors, {"opt": opt}, step + 1)
-    progress.close()
+    if resume and not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {work} ({checkpoint.name}); run without --resume to "
+                                f"start at step 0")
+    start = load_checkpoint(checkpoint, tensors, {"opt": opt})[0] if resume else 0
+    with Progress(cfg.steps, start, "teacher", par.main) as progress:
+        losses = []
+        for step in range(start, cfg.steps):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup,
+                                           (cfg.steps - step) / max(1, cfg.steps - cfg.decay_start))
+            loss = teacher_loss(net, step, cfg, par)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            par.average_gradients(params)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            with torch.no_grad():
+                for k, v in net.state_dict().items():
+                    ema[k].lerp_(v, 1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(v)
+            losses.append(par.mean(loss.item()))
+            progress.update(loss=losses[-1])
+            if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+                save_checkpoint(checkpoint, tensors, {"opt": opt}, step + 1)
     weights = {k: v.to(torch.float16).contiguous() for k, v in ema.items()}
     par.save_weights(out, weights, {"swd_tiny": "teacher", "steps": str(cfg.steps), "seed": str(cfg.seed)}, work)
     par.close()

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from comfy_harness import PromptError
-from swd_distill.evaluate import evaluate_row, sampler_nodes
+from swd_distill.evaluate import evaluate_row, sampler_nodes, split_labels
 from swd_distill.judge import to_tensor, train_judge
 from swd_distill.scenes import make_dataset
 from swd_distill.tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
@@ -74,15 +74,18 @@ def judged(comfy):
     judge = train_judge()
     labels = make_dataset(SAMPLES, 4242)[1]
     real = judge.predict(to_tensor(make_dataset(2000, 99)[0]))[1]
+    held_out = split_labels("held-out", 96)
+    held_out_real = judge.predict(to_tensor(make_dataset(1000, 98, np.unique(held_out, axis=0))[0]))[1]
     rows = {}
 
-    def row(name, nodes):
-        if name not in rows:
-            rows[name] = evaluate_row(comfy, judge, name, nodes, labels, real)
-            r = rows[name]
-            print(f"{name}: accuracy {r.accuracy:.3f}, FD {r.fd:.2f}, {r.ms_per_image:.1f} ms/image, "
+    def row(name, nodes, split="random"):
+        if (name, split) not in rows:
+            rows[name, split] = (evaluate_row(comfy, judge, name, nodes, labels, real) if split == "random" else
+                                 evaluate_row(comfy, judge, name, nodes, held_out, held_out_real, timed=False))
+            r = rows[name, split]
+            print(f"{name} ({split}): accuracy {r.accuracy:.3f}, FD {r.fd:.2f}, {r.ms_per_image:.1f} ms/image, "
                   f"{r.ms_per_prompt:.0f} ms/prompt")
-        return rows[name]
+        return rows[name, split]
     return row
 
 
@@ -141,3 +144,9 @@ def test_a_batch_of_1000_tiny_images_runs_as_the_stock_sampler_does(comfy):
     is a warning, not a refusal (README, Troubleshooting)."""
     latent = comfy.run(tiny_sampler_prompt("red circle", 1000, "batch1000"), timeout=600).latent("o")
     assert latent.shape == (1000, 16, 16, 16) and latent.isfinite().all()
+
+
+def test_quality_gate_the_student_draws_captions_it_never_saw_in_distillation(judged):
+    """The 48 held-out captions (swd_distill/heldout.json) were never made into distillation data."""
+    student = judged("student", sampler_nodes("swd"), "held-out")
+    assert student.samples == 96 and student.accuracy >= 0.85

@@ -343,3 +343,28 @@ def test_a_half_written_checkpoint_is_cleared_before_the_next_run(tmp_path):
     distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors",
             DistillConfig(steps=1, warm_steps=1, batch=4, rank=4, recipe="mmd", data="real"), work)
     assert sorted(p.name for p in work.iterdir()) == ["student.ckpt.safetensors"]
+
+
+def test_teacher_resume_without_a_checkpoint_says_so(tmp_path, capsys):
+    from swd_distill.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["teacher", "--resume", "--steps", "2", "--work", str(tmp_path), "--out", str(tmp_path / "t.safetensors")])
+    assert e.value.code == 2 and "--resume: no checkpoint in" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "swd_distill", "distill", "--recipe", "mmd", "--data", "real",
+                             "--batch", "4", "--rank", "4", "--steps", "100000", "--checkpoint-every", "1",
+                             "--threads", "1", "--out", str(tmp_path / "o.safetensors"), "--work", str(tmp_path)],
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "o" / "student.ckpt.safetensors"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("stopped: distill was interrupted")
+    assert "--resume" in err and checkpoint.exists() and not (tmp_path / "o.safetensors").exists()
