@@ -15,7 +15,7 @@ ROWS=(
   "full-seed2 --seed 2"
   "patch-linear-seed2 --gan 0 --seed 2"
   "dmd-1-fake --gan 0 --patch none --fake-updates 1"
-  "warm-start-only --warm-steps 1000 --gan 0 --patch none"
+  "warm-start-only --warm-steps 500 --gan 0 --patch none"
   "full-seed3 --seed 3"
   "patch-linear-seed3 --gan 0 --seed 3"
   "full-no-warm-start --warm-steps 0"
@@ -34,7 +34,9 @@ export -f train; export PY OUT
 printf '%s\n' "${ROWS[@]}" | xargs -P 2 -I{} bash -c 'train {}'
 for row in "${ROWS[@]}"; do
   name=${row%% *}
+  [ -f "$OUT/$name.json" ] && continue
   OMP_NUM_THREADS=2 "$PY" -m swd_distill eval --student-only --student "$OUT/swd-tiny-$name.safetensors" \
     --json "$OUT/$name.json"
 done
-"$PY" -c "from pathlib import Path; from swd_distill.evaluate import ablation_table; print(ablation_table(Path('$OUT')))"
+"$PY" -c "from pathlib import Path; from swd_distill.evaluate import ablation_table
+print(ablation_table(Path('$OUT')))"

@@ -1,5 +1,6 @@
-"""Training batches. The teacher's: scenes rendered on the fly from (seed, step, rank), so a run is reproducible, resumable at any
-step and never repeats a batch; latents in model space (tiny.image_to_model)."""
+"""Training data, latents in model space (tiny.image_to_model). The teacher's batches (teacher.py): scenes rendered
+on the fly from (seed, step, rank), so a run is reproducible, resumable at any step and never repeats a batch.
+Distillation's (distill.py): the teacher's samples or rendered scenes of the seen captions, drawn as below."""
 from __future__ import annotations
 
 import numpy as np

@@ -33,19 +33,27 @@ def patch_loss(real: torch.Tensor, fake: torch.Tensor, kernel: str = "linear", *
         real, fake = real.flatten(0, 1)[None], fake.flatten(0, 1)[None]
     x, y = _at_least_fp32(real), _at_least_fp32(fake)
     if kernel == "linear":
-        d = (x.mean(1) - y.mean(1)).square()
-        return ((d + c * c).sqrt().clamp(min=eps) - c).mean()
+        d = (x.mean(1) - y.mean(1)) ** 2
+        return ((d + c ** 2).sqrt().clamp(min=eps) - c).mean()
     n = x.shape[1]
     if n < 2:
         raise ValueError(f"the {kernel} patch kernel needs at least 2 tokens per set; got {n} (use batch_mmd, or "
                          f"features of a larger latent)")
-    if kernel == "rbf":
-        k_xx, k_yy, k_xy = (torch.exp(-_squared_distances(a, b) / (2 * sigma * sigma))
-                            for a, b in ((x, x), (y, y), (x, y)))
-        within = (k_xx.sum((1, 2)) - n) / (n * (n - 1)) + (k_yy.sum((1, 2)) - n) / (n * (n - 1))
-        return (within - 2 * k_xy.sum((1, 2)) / (n * n)).mean()
+    if kernel == "rbf":  # the official arithmetic, step by step (float32 cancels: the order matters)
+        xx, yy, xy = torch.bmm(x, x.transpose(1, 2)), torch.bmm(y, y.transpose(1, 2)), torch.bmm(x, y.transpose(1, 2))
+        # |a|^2 of every token, laid out along the last axis: rx[b, i, j] = |x_j|^2 (its transpose: |x_i|^2)
+        rx = xx.diagonal(dim1=1, dim2=2).unsqueeze(1).expand_as(xx)
+        ry = yy.diagonal(dim1=1, dim2=2).unsqueeze(1).expand_as(yy)
+        alpha = 1 / (2 * sigma ** 2)
+        k_xx = torch.exp(-alpha * (rx.transpose(1, 2) + rx - 2.0 * xx))
+        k_yy = torch.exp(-alpha * (ry.transpose(1, 2) + ry - 2.0 * yy))
+        k_xy = torch.exp(-alpha * (rx.transpose(1, 2) + ry - 2.0 * xy))
+        xx_mean = (k_xx.sum(dim=(1, 2)) - n) / (n * (n - 1))  # the diagonal, k(a, a) = 1, left out
+        yy_mean = (k_yy.sum(dim=(1, 2)) - n) / (n * (n - 1))
+        xy_mean = k_xy.sum(dim=(1, 2)) / (n * n)
+        return (xx_mean + yy_mean - 2.0 * xy_mean).mean()
     xy = torch.cat([x, y], 1)
-    dist = _squared_distances(xy, xy)
+    dist = (xy[:, :, None] - xy[:, None, :]).square().sum(-1)
     bandwidth = dist.detach().flatten(1).median(1).values.clamp(min=1e-6).view(-1, 1, 1)
     k = torch.exp(-dist / bandwidth)
     return (k[:, :n, :n].mean((1, 2)) + k[:, n:, n:].mean((1, 2)) - 2 * k[:, :n, n:].mean((1, 2))).mean()
@@ -54,11 +62,6 @@ def patch_loss(real: torch.Tensor, fake: torch.Tensor, kernel: str = "linear", *
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     """Half and bfloat16 features are computed in float32 (the official `.float()`); float64 stays float64."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """|a_n - b_m|^2 for (B, N, D) and (B, M, D) -> (B, N, M), as |a|^2 + |b|^2 - 2 a.b (the official expansion)."""
-    return a.square().sum(-1)[:, :, None] + b.square().sum(-1)[:, None, :] - 2 * a @ b.transpose(1, 2)
 
 
 def dmd_gradient(x0_student: torch.Tensor, x0_teacher: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:

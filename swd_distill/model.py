@@ -214,7 +214,7 @@ class _FeaturesTaken(Exception):
 
 @contextlib.contextmanager
 def block_output(net: nn.Module, block: int, stop: bool):
-    """Within the block, every forward of `net` records the image tokens (B, tokens, hidden) that joint block
+    """Inside the `with`, every forward of `net` records the image tokens (B, tokens, hidden) that joint block
     `block` outputs in the yielded dict under "h" (a forward hook on the block, not a re-implemented forward); with
     stop=True the forward ends there (call it through `features`)."""
     taken: dict[str, torch.Tensor] = {}
