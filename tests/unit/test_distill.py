@@ -358,7 +358,9 @@ def test_ctrl_c_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "swd_distill", "distill", "--recipe", "mmd", "--data", "real",
                              "--batch", "4", "--rank", "4", "--steps", "100000", "--checkpoint-every", "1",
                              "--threads", "1", "--out", str(tmp_path / "o.safetensors"), "--work", str(tmp_path)],
-                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True,
+                            # a shell started in the background ignores SIGINT for its children: give it back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = tmp_path / "o" / "student.ckpt.safetensors"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline:
