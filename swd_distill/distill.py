@@ -210,6 +210,14 @@ class Distiller:
         sigma = self.grid[data.randint(gens, *indices)]
         return sigma.to(self.par.device), data.randn(gens, shape).to(self.par.device)
 
+    def update(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor) -> None:
+        """One optimizer step on `loss`: gradients averaged over the processes, clipped to norm `clip`."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.par.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.clip)
+        optimizer.step()
+
     def fake_update(self, step: int, stream: int) -> dict[str, float]:
         cfg, net = self.cfg, self.net
         x, sigma, z, ctx, pooled, gens = self.batch(step, stream)
@@ -227,11 +235,7 @@ class Distiller:
                 d = gan_discriminator_loss(self.head(f_fake.mean(1)), self.head(f_real.mean(1)))
                 loss = loss + cfg.gan_d * d
                 logs["d"] = d.item()
-        self.fake_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.par.average_gradients(self.fake)
-        torch.nn.utils.clip_grad_norm_(self.fake, cfg.clip)
-        self.fake_opt.step()
+        self.update(self.fake_opt, self.fake, loss)
         return logs
 
     def generator_update(self, step: int) -> dict[str, float]:
@@ -272,11 +276,7 @@ class Distiller:
                                    batch_mmd=cfg.batch_mmd)
                 loss = loss + cfg.patch_weight * patch
                 logs["patch"] = patch.item()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.par.average_gradients(self.student)
-        torch.nn.utils.clip_grad_norm_(self.student, cfg.clip)
-        self.opt.step()
+        self.update(self.opt, self.student, loss)
         for p in self.fake:
             p.grad = None  # the GAN and patch losses reach the fake side too; only the student learns from them
         return logs
