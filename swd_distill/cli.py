@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     try:
-        _run(args, parser)
+        _run(args)
     except KeyboardInterrupt:
         print(f"\nstopped: {args.command} was interrupted; the last checkpoint in {getattr(args, 'work', WORK)} is "
               f"kept: run the same command with --resume to continue.", file=sys.stderr)
@@ -160,7 +160,7 @@ def main(argv=None) -> None:
         parser.exit(2, f"python -m swd_distill {args.command}: error: {e}\n")
 
 
-def _run(args, parser) -> None:
+def _run(args) -> None:
     from .distill import DistillConfig
     from .teacher import TeacherConfig
     if args.command == "teacher":
@@ -176,10 +176,10 @@ def _run(args, parser) -> None:
                 raise UsageError(f"--warm-steps {cfg.warm_steps} is more than --steps {cfg.steps}")
             _check_batch(cfg.batch)
         dataset = args.dataset
-        if dataset is None and (cfg is None or cfg.data == "teacher"):
-            dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
-        elif cfg is None:
+        if cfg is None:  # `samples`: make or finish the folder (the default one, or --dataset)
             teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg, dataset)
+        elif cfg.data == "teacher" and dataset is None:
+            dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
         if cfg is not None:
             from .distill import distill
             distill(args.teacher, args.out, cfg, args.work / args.out.stem, args.resume, dataset)

@@ -17,7 +17,6 @@ that is better on the validation split), the teacher through the SwD schedule wi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from . import splits
+from .samples import file_id
 from .judge import attribute_accuracy, cached_judge, frechet_distance, to_tensor
 from .scenes import ATTRIBUTES, make_dataset, scene_of
 from .tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
@@ -155,7 +155,7 @@ def references(server, judge, split: str, samples: int) -> tuple[torch.Tensor, t
     labels = split_labels(split, samples)
     real = judge.predict(to_tensor(make_dataset(2000, 99, np.unique(labels, axis=0))[0]))[1]
     teacher = ROOT / "models" / "diffusion_models" / TEACHER_FILE
-    digest = hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]
+    digest = file_id(teacher).split()[-1][:16]
     cache = ROOT / ".swd_work" / f"eval-reference-{split}-{samples}-{digest}.safetensors"
     if cache.exists():
         return real, load_file(str(cache))["features"]

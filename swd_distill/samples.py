@@ -62,9 +62,9 @@ def make_samples(teacher: Path, out: Path, spec: SampleSpec, progress: bool = Tr
     manifest = out / MANIFEST
     if manifest.exists():
         found = json.loads(manifest.read_text())
-        if found != _spec_json(spec):
-            differing = sorted(k for k in found.keys() | _spec_json(spec).keys()
-                               if found.get(k) != _spec_json(spec).get(k))
+        wanted = _spec_json(spec)
+        if found != wanted:
+            differing = sorted(k for k in found.keys() | wanted.keys() if found.get(k) != wanted.get(k))
             raise DatasetError(f"{out} holds samples made with other settings ({', '.join(differing)} differ): choose "
                                f"another folder or delete this one")
     else:
