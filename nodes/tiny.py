@@ -1,12 +1,18 @@
-"""The tiny demo family's text encoder and latent codec (swd_distill/tiny.py), so that the shipped tiny teacher and
-SwD LoRA draw pictures on a CPU with no download. They serve only those models."""
+"""The tiny demo family's text encoder and latent codec (swd_sampler/tiny.py), as nodes and as a CLIP and a VAE for
+ComfyUI's stock nodes, so that the shipped tiny teacher and SwD LoRA draw pictures on a CPU with no download. They
+serve only those models."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import torch
+
+import comfy.sd
 from comfy_api.latest import io
 
-from ..swd_distill import tiny
-from ..swd_distill.scenes import GRAMMAR, CaptionError, vocabulary
+from ..swd_sampler import tiny
 from ..swd_sampler.checks import InputError, check_image, check_latent, split_lines
+from ..swd_sampler.tiny import GRAMMAR, CaptionError, vocabulary
 from .sampler import CATEGORY
 
 TINY_CATEGORY = f"{CATEGORY}/tiny demo"
@@ -41,7 +47,6 @@ class SwDTinyTextEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, text) -> io.NodeOutput:
-        import torch
         pairs = [tiny.encode_text(line) for line in _captions(text)]
         context = torch.cat([c for c, _ in pairs])
         pooled = torch.cat([p for _, p in pairs])
@@ -65,12 +70,20 @@ def _captions(text: str) -> list[str]:
     return lines
 
 
-def _check_latent(samples, node: str) -> None:
-    check_latent(samples, "samples", f"the LATENT connected to {node}'s samples")
+def _check_latent(samples, node: str, origin: str) -> None:
+    check_latent(samples, "samples", origin)
     if samples.shape[1] != tiny.LATENT_CHANNELS:
         raise InputError(f"{node}: samples has shape {tuple(samples.shape)}, but the tiny models' latents have "
                          f"{tiny.LATENT_CHANNELS} channels (B, 16, h, w); make it with EmptySD3LatentImage or SwD "
                          f"Tiny Encode.")
+
+
+def _check_pixels(pixels, node: str, origin: str) -> None:
+    check_image(pixels, "pixels", origin, channels=(3, 4))
+    h, w = pixels.shape[1:3]
+    if h % 8 or w % 8:
+        raise InputError(f"{node}: pixels is {w}x{h}; width and height must be multiples of 8 (e.g. "
+                         f"{max(8, (w + 4) // 8 * 8)}x{max(8, (h + 4) // 8 * 8)}): scale or crop the image first.")
 
 
 class SwDTinyDecode(io.ComfyNode):
@@ -88,7 +101,7 @@ class SwDTinyDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples) -> io.NodeOutput:
-        _check_latent(samples["samples"], "SwD Tiny Decode")
+        _check_latent(samples["samples"], "SwD Tiny Decode", "the LATENT connected to SwD Tiny Decode's samples")
         return io.NodeOutput(tiny.decode(samples["samples"]))
 
 
@@ -108,12 +121,104 @@ class SwDTinyEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, pixels) -> io.NodeOutput:
-        check_image(pixels, "pixels", "the IMAGE connected to SwD Tiny Encode's pixels", channels=(3, 4))
-        h, w = pixels.shape[1:3]
-        if h % 8 or w % 8:
-            raise InputError(f"SwD Tiny Encode: pixels is {w}x{h}; width and height must be multiples of 8 (e.g. "
-                             f"{max(8, (w + 4) // 8 * 8)}x{max(8, (h + 4) // 8 * 8)}): scale or crop the image first.")
+        _check_pixels(pixels, "SwD Tiny Encode", "the IMAGE connected to SwD Tiny Encode's pixels")
         return io.NodeOutput({"samples": tiny.encode(pixels[..., :3])})  # RGBA: the alpha is dropped
 
 
-TINY_NODES = [SwDTinyTextEncode, SwDTinyDecode, SwDTinyEncode]
+class TinyTokenizer:
+    """comfy.sd.CLIP's tokenizer: a caption becomes ComfyUI's token lists {"tiny": [[(value index, 1.0), ...]]}, one
+    token per attribute it names (swd_sampler.tiny.VALUES); a caption outside the grammar raises CaptionError."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        pass
+
+    def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs) -> dict:
+        ids = [tiny.VALUES.index(value) for value in tiny.parse_caption(text).values()]
+        return {"tiny": [[(i, 1.0, n + 1) if return_word_ids else (i, 1.0) for n, i in enumerate(ids)]]}
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+class TinyTextEncoder(torch.nn.Module):
+    """comfy.sd.CLIP's text model: no weights, the fixed tokens of swd_sampler.tiny (context (1, 5, 24), pooled
+    (1, 24)). A module so that CLIP's ModelPatcher can hold it like any text encoder."""
+
+    def __init__(self, device=None, dtype=None, model_options={}):
+        super().__init__()
+        self.dtypes = set()
+
+    def set_clip_options(self, options):
+        pass
+
+    def reset_clip_options(self):
+        pass
+
+    def encode_token_weights(self, token_weight_pairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """TinyTokenizer's tokens -> (context, pooled), as tiny.encode_text gives them for the caption."""
+        named = {tiny.VALUES[int(token[0])] for token in token_weight_pairs["tiny"][0]}
+        attributes = {a: value for a, values in tiny.ATTRIBUTES.items() for value in values if value in named}
+        context = tiny.caption_tokens(attributes)[None]
+        return context, context.sum(1)
+
+
+class TinyVAE:
+    """What ComfyUI's VAE nodes call on a VAE (VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled,
+    VAEEncodeForInpaint), over the tiny codec: comfy.sd.VAE is built from a learned autoencoder's state dict and has
+    no place for a weightless codec. Inputs are checked as SwD Tiny Decode / Encode check them; tiling changes
+    nothing (the codec works per pixel)."""
+
+    latent_channels = tiny.LATENT_CHANNELS
+    downscale_ratio = upscale_ratio = tiny.PIXELS_PER_LATENT
+
+    def throw_exception_if_invalid(self):
+        pass
+
+    def spacial_compression_decode(self) -> int:
+        return self.upscale_ratio
+
+    def spacial_compression_encode(self) -> int:
+        return self.downscale_ratio
+
+    def temporal_compression_decode(self):
+        return None
+
+    def decode(self, samples_in: torch.Tensor, vae_options={}) -> torch.Tensor:
+        _check_latent(samples_in, "SwD Tiny VAE", "the LATENT decoded with SwD Tiny CLIP & VAE's VAE")
+        return tiny.decode(samples_in)
+
+    def decode_tiled(self, samples: torch.Tensor, **tiles) -> torch.Tensor:
+        return self.decode(samples)
+
+    def encode(self, pixel_samples: torch.Tensor) -> torch.Tensor:
+        _check_pixels(pixel_samples, "SwD Tiny VAE", "the IMAGE encoded with SwD Tiny CLIP & VAE's VAE")
+        return tiny.encode(pixel_samples[..., :3])  # RGBA: the alpha is dropped
+
+    def encode_tiled(self, pixel_samples: torch.Tensor, **tiles) -> torch.Tensor:
+        return self.encode(pixel_samples)
+
+
+class SwDTinyLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SwDTinyLoader",
+            display_name="SwD Tiny CLIP & VAE",
+            category=TINY_CATEGORY,
+            description=f"The tiny demo models' text encoder as a CLIP and their codec as a VAE, for the stock nodes: "
+                        f"CLIP Text Encode (one caption per node), VAE Decode and VAE Encode (also Tiled and for "
+                        f"Inpainting). They give exactly what SwD Tiny Text Encode, Decode and Encode give. {ONLY}",
+            inputs=[],
+            outputs=[io.Clip.Output(tooltip=f"For CLIP Text Encode: a caption \"{GRAMMAR}\", any part of it, or "
+                                            f"nothing for the unconditional prompt. Words: {vocabulary()}."),
+                     io.Vae.Output(tooltip="For VAE Decode / Encode: a 16x16 latent is a 128x128 image of 32x32 "
+                                           "content; image sides must be multiples of 8.")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        clip = comfy.sd.CLIP(SimpleNamespace(params={}, clip=TinyTextEncoder, tokenizer=TinyTokenizer))
+        return io.NodeOutput(clip, TinyVAE())
+
+
+TINY_NODES = [SwDTinyTextEncode, SwDTinyDecode, SwDTinyEncode, SwDTinyLoader]

@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swd_distill.scenes import GRAMMAR, vocabulary  # noqa: E402
-from swd_distill.tiny import MMDIT, NATIVE_LATENT, STUDENT_FILE, TEACHER_FILE, TINY_PRESET  # noqa: E402
 from swd_sampler.schedule import PRESETS, select_steps, step_sizes  # noqa: E402
+from swd_sampler.tiny import (GRAMMAR, MMDIT, NATIVE_LATENT, STUDENT_FILE, TEACHER_FILE, TINY_PRESET,  # noqa: E402
+                              vocabulary)
 OUT = REPO / "workflows"
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

@@ -263,7 +263,7 @@ def tiny_demo(started: float):
     from swd_distill.evaluate import prompt as tiny_prompt
     from swd_distill.evaluate import run_timed, sampler_nodes
     from swd_distill.scenes import make_dataset, scene_of
-    from swd_distill.tiny import TINY_PRESET
+    from swd_sampler.tiny import TINY_PRESET
 
     banner(["The pack's TINY FAMILY: an SD3-architecture teacher (1.1 M parameters) trained on drawn scenes and its",
             "SwD student LoRA, both made by swd_distill/ (make retrain-tiny) and shipped in models/.",

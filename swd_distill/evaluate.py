@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from swd_sampler.tiny import ATTRIBUTES, STUDENT_FILE, TEACHER_FILE, TINY_PRESET
+
 from . import splits
 from .samples import file_id
 from .judge import attribute_accuracy, cached_judge, frechet_distance, to_tensor
-from .scenes import ATTRIBUTES, make_dataset, scene_of
-from .tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
+from .scenes import make_dataset, scene_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16

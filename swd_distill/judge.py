@@ -14,8 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from swd_sampler.tiny_captions import ATTRIBUTES
+
 from .model import import_comfy, torch_default_init
-from .scenes import ATTRIBUTES, SIDE, make_dataset
+from .scenes import SIDE, make_dataset
 
 CLASSES = [len(v) for v in ATTRIBUTES.values()]
 

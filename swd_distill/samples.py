@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import tiny
+from swd_sampler import tiny
 
 SHARD = 64
 MANIFEST = "dataset.json"

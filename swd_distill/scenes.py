@@ -6,7 +6,8 @@ centres (0.28 / 0.72 of the side, +- 0.05 jitter). It is drawn at 128x128 (4x su
 with a box filter, which anti-aliases the shape's edge. Its caption is
 "{texture} {colour} {shape} {position} on {background}": 2 * 5 * 3 * 4 * 4 = 480 combinations.
 
-This module is light (numpy and PIL only): the nodes import the vocabulary from it.
+The caption grammar (the words, parse_caption) is the tiny family's runtime and lives in swd_sampler/tiny_captions.py;
+this module adds what is drawn for each word. It is light (numpy and PIL only).
 """
 from __future__ import annotations
 
@@ -15,24 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swd_sampler.tiny_captions import ATTRIBUTES, GRAMMAR
+
 SIDE, DRAW = 32, 128  # image side, drawing side (4x supersampling)
 
-TEXTURES = ("solid", "striped")
-COLOURS = {"red": (230, 40, 40), "yellow": (240, 220, 40), "white": (245, 245, 245), "magenta": (220, 50, 220),
-           "cyan": (40, 220, 230)}
-SHAPES = ("circle", "square", "triangle")
-POSITIONS = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
-             "bottom right": (0.72, 0.72)}
-BACKGROUNDS = {"blue": (30, 60, 170), "green": (30, 140, 60), "gray": (120, 120, 120), "black": (15, 15, 15)}
-
-# The five attributes in caption order, each with its values (the classes the judge predicts).
-ATTRIBUTES: dict[str, tuple[str, ...]] = {"texture": TEXTURES, "colour": tuple(COLOURS), "shape": SHAPES,
-                                          "position": tuple(POSITIONS), "background": tuple(BACKGROUNDS)}
-GRAMMAR = "{texture} {colour} {shape} {position} on {background}"
-
-
-class CaptionError(ValueError):
-    """A caption outside the tiny family's vocabulary; the message lists the vocabulary."""
+COLOUR_RGB = {"red": (230, 40, 40), "yellow": (240, 220, 40), "white": (245, 245, 245), "magenta": (220, 50, 220),
+              "cyan": (40, 220, 230)}
+POSITION_XY = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
+               "bottom right": (0.72, 0.72)}  # centres, fractions of the side
+BACKGROUND_RGB = {"blue": (30, 60, 170), "green": (30, 140, 60), "gray": (120, 120, 120), "black": (15, 15, 15)}
 
 
 @dataclass(frozen=True)
@@ -53,38 +45,6 @@ class Scene:
     def labels(self) -> tuple[int, ...]:
         """Class index of each attribute, in ATTRIBUTES order."""
         return tuple(values.index(getattr(self, a)) for a, values in ATTRIBUTES.items())
-
-
-def vocabulary() -> str:
-    """The vocabulary in words, for error messages and tooltips."""
-    return "; ".join(f"{a}: {', '.join(v)}" for a, v in ATTRIBUTES.items())
-
-
-def parse_caption(text: str) -> dict[str, str]:
-    """{attribute: value} for the attributes a caption names, in any order; "on" is optional filler. The empty
-    caption gives {} (unconditional). Raises CaptionError for an unknown word or an attribute named twice."""
-    words = text.lower().replace(",", " ").split()
-    found: dict[str, str] = {}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word == "on":
-            i += 1
-            continue
-        two = " ".join(words[i:i + 2])
-        value, width = (two, 2) if two in POSITIONS else (word, 1)
-        attribute = next((a for a, values in ATTRIBUTES.items() if value in values), None)
-        if attribute is None:
-            hint = " (a position is two words, e.g. \"top left\")" if word in ("top", "bottom", "left", "right") else ""
-            raise CaptionError(f"text: the word {word!r} is not in the tiny models' vocabulary{hint}. Write "
-                               f"\"{GRAMMAR}\" (e.g. \"striped red circle top left on blue\"), any part of it, or "
-                               f"nothing for unconditional. Vocabulary: {vocabulary()}.")
-        if attribute in found:
-            raise CaptionError(f"text: the {attribute} is given twice ({found[attribute]!r} and {value!r}); name "
-                               f"each attribute once.")
-        found[attribute] = value
-        i += width
-    return found
 
 
 def random_scene(rng: np.random.Generator, allowed: np.ndarray | None = None) -> Scene:
@@ -113,7 +73,7 @@ def _box(image: np.ndarray) -> np.ndarray:
 @functools.cache
 def _background(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A background drawn at 128x128 and its 32x32 reduction (float32)."""
-    drawn = np.broadcast_to(np.clip(np.array(BACKGROUNDS[name], np.float32) * _GRADIENT, 0, 255), (DRAW, DRAW, 3))
+    drawn = np.broadcast_to(np.clip(np.array(BACKGROUND_RGB[name], np.float32) * _GRADIENT, 0, 255), (DRAW, DRAW, 3))
     return drawn, _box(drawn)
 
 
@@ -123,8 +83,8 @@ def render(scene: Scene) -> np.ndarray:
     from PIL import Image, ImageDraw  # noqa: PLC0415 (PIL only when drawing)
 
     background, reduced = _background(scene.background)
-    colour = np.array(COLOURS[scene.colour], np.float32)
-    cx, cy = POSITIONS[scene.position]
+    colour = np.array(COLOUR_RGB[scene.colour], np.float32)
+    cx, cy = POSITION_XY[scene.position]
     cx, cy, half = (cx + scene.dx) * DRAW, (cy + scene.dy) * DRAW, scene.size * DRAW / 2
     mask = Image.new("L", (DRAW, DRAW), 0)
     draw = ImageDraw.Draw(mask)

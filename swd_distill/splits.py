@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import ATTRIBUTES, GRAMMAR, Scene, parse_caption
+from swd_sampler.tiny_captions import ATTRIBUTES, GRAMMAR, parse_caption
+
+from .scenes import Scene
 
 HELDOUT_FILE = Path(__file__).with_name("heldout.json")
 HELDOUT_SEED, VALIDATION_SEED, SPLIT_SIZE = 16, 17, 48

@@ -20,7 +20,7 @@ from comfy_harness import PromptError
 from lora_files import lora_pairs, write_peft
 from test_swd_sampler import custom_sampler_prompt, swd_prompt
 from swd_sampler import checks, inpaint, lora as lora_module, schedule, upscale_renoise  # noqa: F401 (errors)
-from swd_distill.tiny import TEACHER_FILE, TINY_PRESET
+from swd_sampler.tiny import TEACHER_FILE, TINY_PRESET
 from swd_sampler.errors import SwDError
 
 OURS = "ours"  # raised by the pack: an SwDError subclass at execution, or the pack's validate_inputs

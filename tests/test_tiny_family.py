@@ -9,7 +9,7 @@ from comfy_harness import PromptError
 from swd_distill.evaluate import evaluate_row, sampler_nodes, split_labels
 from swd_distill.judge import to_tensor, train_judge
 from swd_distill.scenes import make_dataset
-from swd_distill.tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
+from swd_sampler.tiny import STUDENT_FILE, TEACHER_FILE, TINY_PRESET
 
 SAMPLES = 208  # 13 batches of 16
 

@@ -314,6 +314,33 @@ class SwDTestShowValue:
         return {"ui": {"text": [str(value)]}}
 
 
+class SwDTestSaveTensors:
+    """Saves an IMAGE (as "image") or a CONDITIONING (each entry n as "cond_n" and its dict's tensors as "<key>_n"; the
+    count and every dict's keys in the metadata) to output/<filename>, exactly."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("*", {}), "filename": ("STRING", {"default": "tensors.safetensors"})}}
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = "testing/swd"
+
+    def save(self, value, filename):
+        tensors, metadata = {}, {}
+        if isinstance(value, torch.Tensor):
+            tensors["image"] = value
+        else:
+            metadata["count"] = str(len(value))
+            for n, (cond, extra) in enumerate(value):
+                tensors[f"cond_{n}"] = cond
+                metadata[f"keys_{n}"] = ",".join(sorted(extra))
+                tensors.update({f"{k}_{n}": v for k, v in extra.items() if isinstance(v, torch.Tensor)})
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                  os.path.join(folder_paths.get_output_directory(), filename), metadata)
+        return {"ui": {"text": [filename]}}
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
     SwDTestConditioning, SwDTestRandomLatent, SwDTestTensor, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights,
-    SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue)} | faults.NODE_CLASS_MAPPINGS
+    SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue,
+    SwDTestSaveTensors)} | faults.NODE_CLASS_MAPPINGS

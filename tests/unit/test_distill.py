@@ -10,15 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from swd_distill import scenes, tiny
+from swd_distill import scenes
 from swd_distill.judge import frechet_distance
+from swd_sampler import tiny
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _background(scene):
     grad = np.linspace(1.15, 0.60, scenes.DRAW)[:, None, None]
-    big = np.clip(np.array(scenes.BACKGROUNDS[scene.background], float) * grad, 0, 255) * np.ones((1, scenes.DRAW, 1))
+    rgb = np.array(scenes.BACKGROUND_RGB[scene.background], float)
+    big = np.clip(rgb * grad, 0, 255) * np.ones((1, scenes.DRAW, 1))
     return big.reshape(32, 4, 32, 4, 3).mean((1, 3))
 
 
@@ -29,11 +31,11 @@ def test_every_shape_lies_inside_its_quadrant_in_its_colour(seed):
     assert image.shape == (32, 32, 3)
     shape = np.abs(image - _background(scene)).max(-1) > 40
     ys, xs = np.nonzero(shape)
-    cx, cy = scenes.POSITIONS[scene.position]
+    cx, cy = scenes.POSITION_XY[scene.position]
     assert abs(xs.mean() / 32 - cx) < 0.1 and abs(ys.mean() / 32 - cy) < 0.1
     side = np.sqrt(shape.sum()) / 32  # a square of that area; a circle or triangle covers less
     assert 0.15 < side < 0.42
-    solid = image[shape & (np.abs(image - np.array(scenes.COLOURS[scene.colour])).max(-1) < 12)]
+    solid = image[shape & (np.abs(image - np.array(scenes.COLOUR_RGB[scene.colour])).max(-1) < 12)]
     assert len(solid) > 0  # the exact colour appears (stripes darken the other rows)
 
 
@@ -41,7 +43,7 @@ def test_gradient_and_background_follow_the_card():
     scene = scenes.Scene("solid", "red", "circle", "bottom right", "blue", size=0.3)
     image = scenes.render(scene).astype(float)
     top, bottom = image[0, 0], image[-1, 0]
-    blue = np.array(scenes.BACKGROUNDS["blue"], float)
+    blue = np.array(scenes.BACKGROUND_RGB["blue"], float)
     assert np.allclose(top, blue * np.linspace(1.15, 0.60, 128)[:4].mean(), atol=1)
     assert np.allclose(bottom, blue * np.linspace(1.15, 0.60, 128)[-4:].mean(), atol=1)
 
@@ -61,14 +63,14 @@ def test_dataset_is_seeded_and_captions_parse_back_to_the_attributes():
     assert not np.array_equal(a_img, scenes.make_dataset(64, 4)[0])
     for labels in a_lab:
         scene = scenes.scene_of(labels)
-        assert scenes.parse_caption(scene.caption) == {a: getattr(scene, a) for a in scenes.ATTRIBUTES}
+        assert tiny.parse_caption(scene.caption) == {a: getattr(scene, a) for a in tiny.ATTRIBUTES}
     assert len({tuple(x) for x in scenes.make_dataset(3000, 0)[1]}) == 480  # every combination occurs
 
 
 def test_partial_and_empty_captions():
-    assert scenes.parse_caption("") == {}
-    assert scenes.parse_caption("Yellow  Square, on green") == {"colour": "yellow", "shape": "square",
-                                                               "background": "green"}
+    assert tiny.parse_caption("") == {}
+    assert tiny.parse_caption("Yellow  Square, on green") == {"colour": "yellow", "shape": "square",
+                                                             "background": "green"}
 
 
 @pytest.mark.parametrize("text, words", [
@@ -77,8 +79,8 @@ def test_partial_and_empty_captions():
     ("red yellow circle", ["colour is given twice", "'red'", "'yellow'"]),
 ])
 def test_unknown_words_are_refused_with_the_vocabulary(text, words):
-    with pytest.raises(scenes.CaptionError) as e:
-        scenes.parse_caption(text)
+    with pytest.raises(tiny.CaptionError) as e:
+        tiny.parse_caption(text)
     assert all(w in str(e.value) for w in words)
 
 
