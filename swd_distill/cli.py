@@ -2,7 +2,8 @@
 call it).
 
     python -m swd_distill teacher  [--steps N] [--resume]      rectified-flow teacher
-    python -m swd_distill samples  [--per-caption N] [--cfg C]  the teacher's samples of the seen captions (cached)
+    python -m swd_distill samples  [--teacher FILE --clip FILE... --prompts TXT --out DIR] [--per-prompt N] [--cfg C]
+                                   a teacher's samples of prompts (default: the tiny teacher's seen captions; cached)
     python -m swd_distill distill  [--recipe full|mmd] [--data teacher|real] [--resume]   SwD distillation
     python -m swd_distill eval     [--samples N]               the quality table, through real ComfyUI
 
@@ -122,11 +123,41 @@ def main(argv=None) -> None:
     _add_config(t, TeacherConfig)
     t.add_argument("--out", type=Path, default=WORK / TEACHER_FILE)
     teacher_file = MODELS / "diffusion_models" / TEACHER_FILE
-    s = sub.add_parser("samples", help="make the teacher's samples of the seen captions (the distillation data)")
+    s = sub.add_parser("samples", help="make a teacher's samples of prompts (the distillation data)",
+                       description="Sample the teacher on every prompt as KSampler does (prompt i: a batch of "
+                                   "--per-prompt images with seed --seed + i) into a dataset folder of safetensors "
+                                   "shards (swd_distill/samples.py); a folder of the same settings is finished, not "
+                                   "redone. Defaults: the tiny teacher on its seen captions, 128 px, into "
+                                   ".swd_work/teacher-samples-8x28-cfg3.")
+    s.add_argument("--teacher", type=Path, default=teacher_file,
+                   help="a diffusion model or checkpoint (safetensors) ComfyUI loads (default: the tiny teacher)")
+    s.add_argument("--clip", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                   help="the teacher's text encoder files, their type taken from the teacher: SD3/SD3.5 (clip_l, "
+                        "clip_g, t5xxl), FLUX (clip_l, t5xxl), SDXL (clip_l, clip_g); not needed for a checkpoint "
+                        "that holds them or for the tiny teacher")
+    s.add_argument("--prompts", type=Path, default=None,
+                   help="a UTF-8 text file, one prompt per line (blank lines skipped); default: the tiny family's "
+                        "seen captions")
+    s.add_argument("--out", type=Path, default=None,
+                   help="the dataset folder (default for the tiny teacher: .swd_work/teacher-samples-NxSTEPS-cfgC)")
+    s.add_argument("--negative", default="", help="the negative prompt (default: empty, as the official recipe)")
+    s.add_argument("--steps", type=_number("steps", int), default=28, help="sampling steps")
+    s.add_argument("--cfg", type=_number("cfg", float), default=None,
+                   help="KSampler's cfg (default 3; 1 for guidance-distilled teachers such as FLUX.1-dev)")
+    s.add_argument("--guidance", type=_number("guidance", float), default=3.5,
+                   help="guidance-distilled teachers (FLUX.1-dev): the conditioning's guidance, as FluxGuidance "
+                        "sets it; other teachers ignore it")
+    s.add_argument("--seed", type=_number("seed", int), default=0, help="prompt i is sampled with seed + i")
+    s.add_argument("--width", type=_number("width", int), default=None,
+                   help="pixels, a multiple of 16 for SD3/FLUX, 8 for SDXL (default 128 tiny, 1024 others)")
+    s.add_argument("--height", type=_number("height", int), default=None, help="pixels, as --width")
+    s.add_argument("--per-prompt", type=_number("per_prompt", int), default=8, help="images per prompt (1 or more)")
+    s.add_argument("--sampler", default="euler", help="a ComfyUI sampler name (KSampler's list)")
+    s.add_argument("--scheduler", default="simple", help="a ComfyUI scheduler name (KSampler's list)")
     d = sub.add_parser("distill", aliases=["student"], help="distil the SwD student LoRA from the teacher")
     _add_config(d, DistillConfig)
     d.add_argument("--out", type=Path, default=WORK / STUDENT_FILE)
-    for p in (s, d):
+    for p in (d,):
         p.add_argument("--teacher", type=Path, default=teacher_file)
         p.add_argument("--dataset", type=Path, default=None,
                        help="the teacher's samples (a folder `samples` writes; default: made in .swd_work/ on first "
@@ -168,6 +199,8 @@ def _run(args) -> None:
         _check_out(args.out, args.replace_shipped)
         _check_batch(args.batch)
         train_teacher(args.out, _config(args, TeacherConfig), args.work / "teacher", args.resume)
+    elif args.command == "samples":
+        samples_command(args)
     elif args.command in ("samples", "distill", "student"):
         cfg = _config(args, DistillConfig) if args.command != "samples" else None
         if cfg is not None:
@@ -188,14 +221,82 @@ def _run(args) -> None:
         sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))
 
 
+def _is_tiny(teacher: Path) -> bool:
+    from .tiny import TEACHER_FILE
+    return teacher.name == TEACHER_FILE or teacher.resolve() == (MODELS / "diffusion_models" / TEACHER_FILE).resolve()
+
+
 def teacher_samples(teacher: Path, per_caption: int, steps: int, cfg: float, folder: Path | None = None) -> Path:
-    """Make (or finish) the teacher's samples of the seen captions (by default in a folder of .swd_work/ named after
-    the settings, shared by every run); returns their folder."""
-    from .samples import SampleSpec, file_id, make_samples
+    """Make (or finish) the tiny teacher's samples of the seen captions (by default in a folder of .swd_work/ named
+    after the settings, shared by every run); returns their folder."""
+    from .samples import DatasetError, SampleSpec, file_id, is_tiny, load_teacher, make_samples
     from .splits import seen
-    from .distill import load_teacher
-    load_teacher(teacher)  # a wrong file fails here, before any sampling
+    try:
+        loaded = load_teacher(teacher)  # a wrong file fails here, before any sampling
+    except DatasetError:
+        loaded = None
+    if loaded is None or loaded[1] is not None or not is_tiny(loaded[0]):
+        raise UsageError(f"--teacher {teacher} is not the tiny teacher's architecture, whose seen captions these "
+                         f"samples are: for another teacher make a dataset with `python -m swd_distill samples "
+                         f"--teacher FILE --prompts TXT --out DIR` and pass it as --dataset")
     spec = SampleSpec(teacher=file_id(teacher), captions=tuple(seen()), per_caption=per_caption, steps=steps,
                       cfg=cfg)
     folder = folder or WORK / f"teacher-samples-{per_caption}x{steps}-cfg{cfg:g}"
-    return make_samples(teacher, folder, spec)
+    return make_samples(teacher, folder, spec, loaded=loaded)
+
+
+def samples_command(args) -> Path:
+    """`samples`: check the options, load the teacher (and --clip), make or finish the dataset folder."""
+    from swd_sampler.checks import InputError, split_lines
+
+    from . import samples
+    from .splits import seen
+    for path, option in ((args.teacher, "--teacher"), *((c, "--clip") for c in args.clip)):
+        if not path.is_file():
+            raise UsageError(f"{option} {path} does not exist")
+    if args.prompts is None:
+        if not _is_tiny(args.teacher):
+            raise UsageError(f"--prompts is needed for --teacher {args.teacher} (the default, the seen captions, "
+                             f"is the tiny teacher's): give a text file with one prompt per line")
+        prompts = tuple(seen())
+    else:
+        try:
+            prompts = tuple(line for line in split_lines(args.prompts.read_text(encoding="utf-8"),
+                                                         f"--prompts {args.prompts}") if line.strip())
+        except (OSError, UnicodeDecodeError, InputError) as e:
+            raise UsageError(f"--prompts {args.prompts}: {e}") from None
+        if not prompts:
+            raise UsageError(f"--prompts {args.prompts} holds no prompt: write one prompt per line")
+    if args.out is None and not (args.prompts is None and not args.clip):
+        raise UsageError("--out is needed: the folder to write the dataset into (only the tiny teacher's seen "
+                         "captions have a default)")
+    if args.per_prompt < 1:
+        raise UsageError(f"--per-prompt {args.per_prompt} must be at least 1")
+    for name in ("width", "height"):
+        value = getattr(args, name)
+        if value is not None and (value < 8 or value % 8):
+            raise UsageError(f"--{name} {value} must be a positive multiple of 8 (16 for SD3/FLUX)")
+    model, clip = loaded = samples.load_teacher(args.teacher, args.clip)
+    tiny = clip is None and samples.is_tiny(model)
+    width, height = (args.width or (128 if tiny else 1024)), (args.height or (128 if tiny else 1024))
+    multiple = samples.size_multiple(model)
+    for name, value in (("width", width), ("height", height)):
+        if value % multiple:
+            raise UsageError(f"--{name} {value} does not fit --teacher {args.teacher.name}: use a multiple of "
+                             f"{multiple} (e.g. {max(multiple, round(value / multiple) * multiple)})")
+    import comfy.samplers
+    for option, value, names in (("--sampler", args.sampler, comfy.samplers.KSampler.SAMPLERS),
+                                 ("--scheduler", args.scheduler, comfy.samplers.KSampler.SCHEDULERS)):
+        if value not in names:
+            raise UsageError(f"{option} {value!r} is not one of ComfyUI's: {', '.join(names)}")
+    guided = samples.takes_guidance(model)
+    cfg = args.cfg if args.cfg is not None else (1.0 if guided else 3.0)
+    spec = samples.SampleSpec(
+        teacher=samples.file_id(args.teacher), captions=prompts, per_caption=args.per_prompt, steps=args.steps,
+        cfg=cfg, seed=args.seed, width=width, height=height, negative=args.negative,
+        guidance=args.guidance if guided else None, sampler=args.sampler, scheduler=args.scheduler,
+        clip=tuple(samples.file_id(c) for c in args.clip))
+    out = args.out or WORK / f"teacher-samples-{args.per_prompt}x{args.steps}-cfg{cfg:g}"
+    samples.make_samples(args.teacher, out, spec, loaded=loaded)
+    print(f"{out}: {spec.count} samples of {len(prompts)} prompts", file=sys.stderr)
+    return out
