@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 COMFY = $$(cat .comfyui/comfyui_path)
 PORT ?= 8188
 
-.PHONY: help setup demo test test-fast serve bench package retrain-tiny eval-tiny ablate-tiny clean
+.PHONY: help setup demo test test-fast serve bench bench-distill package retrain-tiny eval-tiny ablate-tiny clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ serve: setup ## start ComfyUI with the pack and the frontend on http://127.0.0.1
 
 bench: setup ## print JSON timings of the SwD loop against full-resolution sampling
 	@$(PY) benchmarks/bench_sampler.py
+
+bench-distill: setup ## print distillation's peak memory (fake tensors: SD3.5, FLUX, SDXL at 1024 px; FSDP modelled) and steps/s
+	@$(PY) benchmarks/bench_distill.py
 
 retrain-tiny: setup ## rebuild models/ (tiny teacher, its samples, then its SwD student) from fixed seeds; RESUME=1 continues
 	@OMP_NUM_THREADS=2 $(PY) -m swd_distill teacher --threads 2 --replace-shipped \
