@@ -4,12 +4,17 @@ call it).
     python -m swd_distill teacher  [--steps N] [--resume]      rectified-flow teacher
     python -m swd_distill samples  [--teacher FILE --clip FILE... --prompts TXT --out DIR] [--per-prompt N] [--cfg C]
                                    a teacher's samples of prompts (default: the tiny teacher's seen captions; cached)
-    python -m swd_distill distill  [--recipe full|mmd] [--data teacher|real] [--resume]   SwD distillation
+    python -m swd_distill distill  --teacher FILE --dataset DIR --preset NAME --steps N --batch GLOBAL --seed S
+                                   --out LORA [--recipe full|mmd] [--parallel ddp|fsdp] [--dtype fp32|bf16|fp64]
+                                   [--grad-accum K] [--resume]                   SwD distillation of any model
     python -m swd_distill eval     [--samples N]               the quality table, through real ComfyUI
 
 `student` is an alias of `distill`. Results go to .swd_work/ unless --out says otherwise; writing over a file the
 pack ships (models/) takes --replace-shipped. A run whose weights are not finite writes nothing.
-Under `torchrun --nproc_per_node N -m swd_distill ...` training is data parallel (runner.py).
+Under `torchrun --nproc_per_node N -m swd_distill distill ...` the global batch is split over the processes, whose
+gradients torch DDP averages (--parallel ddp) or FSDP2 shards (--parallel fsdp; train.py).
+The teacher of `distill` is any file ComfyUI's loaders read (a diffusion model, or a checkpoint); the tiny family's is
+the default, with its teacher samples made in .swd_work/ on first use.
 """
 from __future__ import annotations
 
@@ -31,13 +36,16 @@ TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 RANGES = {
     "steps": (1, None), "warm_steps": (0, None), "batch": (1, None), "rank": (1, 4096), "lr": (0, 1),
     "fake_lr": (0, 1), "weight_decay": (0, None), "clip": (0, None), "fake_updates": (1, 100), "cfg": (1, 100),
-    "patch_weight": (0, None), "patch_block": (0, 1), "rbf_sigma": (0, None), "huber_c": (0, None),
+    "patch_weight": (0, None), "patch_block": (-1, 1000), "rbf_sigma": (0, None), "huber_c": (0, None),
+    "grad_accum": (1, 4096), "guidance": (0, 100),
     "gan": (0, None), "gan_d": (0, None), "seed": (0, 2 ** 62), "checkpoint_every": (1, None),
     "warmup": (0, None), "decay_start": (0, None), "ema": (0, 1), "small_scale_p": (0, 1),
     "threads": (0, 1024), "per_caption": (1, 10_000), "samples": (16, 100_000), "sample_steps": (1, 1000),
 }
 POSITIVE = {"lr", "fake_lr", "clip", "rbf_sigma"}  # 0 is not allowed either
-CHOICES = {"recipe": ("full", "mmd"), "data": ("teacher", "real"), "patch": ("linear", "rbf", "rbf-median", "none")}
+CHOICES = {"recipe": ("full", "mmd"), "patch": ("linear", "rbf", "rbf-median", "none"), "parallel": ("ddp", "fsdp"),
+           "dtype": ("fp32", "bf16", "fp64")}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 
 
 class UsageError(ValueError):
@@ -74,10 +82,27 @@ def _boolean(name: str):
     return parse
 
 
+def _schedule(name: str):
+    def parse(text: str):
+        from swd_sampler.schedule import ScheduleError, parse_scales, parse_sigmas
+        try:
+            return parse_scales(text) if name == "scales" else parse_sigmas(text)
+        except ScheduleError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
 def _add_config(parser: argparse.ArgumentParser, config_cls) -> None:
     for field in dataclasses.fields(config_cls):
         option = f"--{field.name.replace('_', '-')}"
-        if field.name in CHOICES:
+        if field.name == "preset":
+            from swd_sampler.schedule import PRESET_NAMES
+            parser.add_argument(option, choices=PRESET_NAMES, default=field.default, metavar="NAME",
+                                help=f"an SwD preset as SwD LoRA Loader names it: {', '.join(PRESET_NAMES)}")
+        elif field.name in ("scales", "sigmas"):
+            parser.add_argument(option, type=_schedule(field.name), default=field.default,
+                                help="with --preset custom: comma-separated numbers")
+        elif field.name in CHOICES:
             parser.add_argument(option, choices=CHOICES[field.name], default=field.default)
         elif type(field.default) is bool:
             parser.add_argument(option, type=_boolean(field.name), default=field.default, metavar="true|false")
@@ -105,10 +130,11 @@ def _check_out(out: Path, replace_shipped: bool) -> None:
         raise UsageError(f"--out {out}: {folder} is not writable")
 
 
-def _check_batch(batch: int) -> None:
+def _check_batch(batch: int, accum: int = 1) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if batch % world:
-        raise UsageError(f"--batch {batch} does not split over {world} processes: use a multiple of {world}")
+    if batch % (world * accum):
+        what = f"{world} processes" + (f" x --grad-accum {accum}" if accum > 1 else "")
+        raise UsageError(f"--batch {batch} does not split over {what}: use a multiple of {world * accum}")
 
 
 def main(argv=None) -> None:
@@ -157,6 +183,13 @@ def main(argv=None) -> None:
     d = sub.add_parser("distill", aliases=["student"], help="distil the SwD student LoRA from the teacher")
     _add_config(d, DistillConfig)
     d.add_argument("--out", type=Path, default=WORK / STUDENT_FILE)
+    d.add_argument("--parallel", choices=CHOICES["parallel"], default="ddp",
+                   help="under torchrun: DDP over the adapters (default) or FSDP2 sharding the base too")
+    d.add_argument("--dtype", choices=CHOICES["dtype"], default=None,
+                   help="the base network's dtype (default: bf16 on CUDA, fp32 on the CPU; fp64 for equivalence "
+                        "tests); the adapters are fp32 (fp64 with fp64); the LoRA is saved in fp16 (fp64 with fp64)")
+    d.add_argument("--checkpointing", type=_boolean("checkpointing"), default=False, metavar="true|false",
+                   help="gradient checkpointing of every block (less memory, about a third more time)")
     for p in (d,):
         p.add_argument("--teacher", type=Path, default=teacher_file)
         p.add_argument("--dataset", type=Path, default=None,
@@ -207,15 +240,22 @@ def _run(args) -> None:
             _check_out(args.out, args.replace_shipped)
             if cfg.warm_steps > cfg.steps:
                 raise UsageError(f"--warm-steps {cfg.warm_steps} is more than --steps {cfg.steps}")
-            _check_batch(cfg.batch)
+            _check_batch(cfg.batch, cfg.grad_accum)
+            if cfg.batch_mmd and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise UsageError("--batch-mmd pools the features of the whole batch, which the processes split: "
+                                 "run it in one process, or turn it off")
         dataset = args.dataset
         if cfg is None:  # `samples`: make or finish the folder (the default one, or --dataset)
             teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg, dataset)
-        elif cfg.data == "teacher" and dataset is None:
+        elif dataset is None:
+            if not _is_tiny(args.teacher):
+                raise UsageError(f"--dataset is needed for --teacher {args.teacher}: make one with `python -m "
+                                 f"swd_distill samples` or the SwD Teacher Samples node")
             dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
         if cfg is not None:
-            from .distill import distill
-            distill(args.teacher, args.out, cfg, args.work / args.out.stem, args.resume, dataset)
+            from .run import distill_files
+            distill_files(args.teacher, dataset, args.out, cfg, args.work / args.out.stem, args.resume,
+                          args.parallel, args.dtype, args.checkpointing)
     else:
         from .evaluate import main as evaluate
         sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))

@@ -1,13 +1,14 @@
 """Training data, latents in model space (tiny.image_to_model). The teacher's batches (teacher.py): scenes rendered
 on the fly from (seed, step, rank), so a run is reproducible, resumable at any step and never repeats a batch.
-Distillation's (distill.py): the teacher's samples or rendered scenes of the seen captions, drawn as below."""
+Distillation's (distill.py): any model's latents and conditioning (`Dataset`), drawn as below."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from swd_sampler.tiny import SD3_SCALE, SD3_SHIFT, image_to_model, label_tokens
+
 from .scenes import make_dataset
-from .tiny import SD3_SCALE, SD3_SHIFT, image_to_model, label_tokens
 
 UNCOND_P, SLOT_DROP_P = 0.1, 0.05  # caption dropout (classifier-free guidance) and per-attribute dropout
 
@@ -47,15 +48,33 @@ def seeded(seed: int, step: int, rank: int) -> torch.Generator:
 # and sigma indices come from its own generator, so the numbers do not depend on how the batch is split.
 
 
-class TeacherSamples:
-    """The teacher's samples (samples.py), in model space: rows drawn through one seeded permutation per epoch."""
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the input and the fix."""
 
-    def __init__(self, folder, seed: int):
-        from .samples import load_samples
-        latents, self.context, self.pooled, self.captions = load_samples(folder)
-        self.latents = (latents - SD3_SHIFT) * SD3_SCALE
-        self.seed = seed
+
+class Dataset:
+    """Latents (N, C, H, W) in ComfyUI's LATENT format with the model's condition objects of each (network.encode;
+    one for all is allowed), drawn through one seeded permutation per epoch."""
+
+    def __init__(self, latents: torch.Tensor, conds: list[dict], seed: int, captions: list[str] | None = None,
+                 what: str = "latents"):
+        if latents.ndim != 4 or len(latents) == 0:
+            raise DataError(f"{what}: the dataset is empty or not a batch of image latents (shape "
+                            f"{tuple(latents.shape)}); give at least one (B, C, H, W) latent")
+        bad = (~torch.isfinite(latents.flatten(1))).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise DataError(f"{what}: latent {bad[0]} (and {len(bad) - 1} more) holds NaN or inf values; remake or "
+                            f"drop it")
+        if len(conds) not in (1, len(latents)):
+            raise DataError(f"{what}: {len(latents)} latents but {len(conds)} conditionings; give one conditioning "
+                            f"per latent, or one for all")
+        self.latents, self.seed, self.captions = latents, seed, captions
+        self.conds = conds if len(conds) == len(latents) else conds * len(latents)
         self._epochs: dict[int, torch.Tensor] = {}
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.latents.shape[1:])
 
     def rows(self, positions: torch.Tensor) -> torch.Tensor:
         n = len(self.latents)
@@ -68,26 +87,10 @@ class TeacherSamples:
             out[k] = self._epochs[epoch][p % n]
         return out
 
-    def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z (B, C, H, W) model space, context, pooled) of stream positions."""
+    def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """(LATENT samples (B, C, H, W), condition objects) of stream positions."""
         rows = self.rows(positions)
-        return self.latents[rows], self.context[rows], self.pooled[rows]
-
-
-class RenderedScenes:
-    """Freshly rendered scenes of the allowed captions (`--data real`): stream position p is the scene of numpy
-    seed (seed, p)."""
-
-    def __init__(self, captions: list[str], seed: int):
-        from .splits import labels_of
-        self.allowed = labels_of(captions)
-        self.seed = seed
-
-    def get(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels = zip(*(make_dataset(1, self.seed * 1_000_003 + int(p), self.allowed) for p in positions))
-        x = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float() / 255.0
-        context, pooled = conditioning(torch.from_numpy(np.concatenate(labels)))
-        return image_to_model(x), context, pooled
+        return self.latents[rows], [self.conds[r] for r in rows.tolist()]
 
 
 def sample_generators(seed: int, draw: int, slots: range) -> list[torch.Generator]:

@@ -1,61 +1,59 @@
-"""SwD distillation of the tiny teacher into a 4-step scale-wise student: the official training code's method
-(yandex-research/swd `train.py`, `src/losses.py`; shared DESIGN.md section 8), scaled down to 2 CPU cores.
+"""SwD distillation of any ComfyUI model: the official training code's method (yandex-research/swd `train.py`,
+`src/losses.py`; shared DESIGN.md section 8). The command line (cli.py) and the SwD Distill LoRA node call `distill`.
 
-Networks: one frozen base (the teacher) with LoRA adapters (model.py): "student" (trained, exported as the PEFT
-LoRA) and, in the full recipe, "fake" (the online fake score) plus the GAN head on the fake score's block features.
+Networks (network.py): one frozen base, the teacher as ComfyUI loaded it, with LoRA adapters (adapters.py): "student"
+(trained, exported as the released SwD PEFT LoRA) and, in the full recipe, "fake" (the online fake score) plus the
+GAN head on the fake score's block features.
 
-Schedule: the "Tiny demo · 4 steps" preset: latent sides 8, 10, 12, 16 at sigmas 1.0, 0.8959, 0.7371, 0.6022 (points
-0, 7, 14 and 18 of the official 28-step training grid, `noise_grid`). Generator step k trains scale i = k mod 4; its
-fake-score updates use the same scale.
-
-Data (`data`): "teacher" (the official recipe and the default): the teacher's own 28-step samples of the seen
-captions (samples.py); "real": freshly rendered scenes of the seen captions. The held-out captions (splits.py) are
-never used. A training input at scale i: the data latent at scale i (area-downsampled from 16x16, as the official
-code downsamples its images), area-downsampled to scale i-1 and enlarged back (bicubic), noised to sigma_i:
-x = (1 - s_i) up(down(z)) + s_i eps; at i = 0 pure noise. The student predicts x0 from x at sigma_i.
+Schedule: a preset's (or custom) scales and sigmas. Generator step k trains scale i = k mod N; its fake-score updates
+use the same scale. A training input at scale i: the data latent (model space) at scale i (area-downsampled from its
+native size, as the official code downsamples its images), area-downsampled to scale i-1 and enlarged back (bicubic),
+noised to sigma_i: x = noise_scaling(sigma_i, eps, up(down(z))) ((1 - s) up(down(z)) + s eps for flow models); at
+i = 0 pure noise (noise_scaling of a zero latent). The student predicts x0 from x at sigma_i.
 
 Recipe "full" (DMD + patch loss + GAN, the official SD3.5 recipe). Per generator step, `fake_updates` fake-score
 updates, each on a fresh batch: the student's x0 (no gradient), noised to a sigma drawn from all 28 grid points;
 loss = mse(fake x0, student x0) + gan_d * (softplus(D(fake)) + softplus(-D(real))), D = the head on the token mean of
 the fake score's block features, the real latent noised with the same eps and sigma. Then the generator update:
-- DMD: the student's x0 noised to a grid point in [12, 28) (sigma <= 0.79): x_t. The teacher with cfg (x0_T) and the
-  fake score (x0_F) at x_t give grad = (x0_F - x0_T) / mean|x0 - x0_T| and the loss 0.5 mse(x0, sg(x0 - grad));
+- DMD: the student's x0 noised to a grid point in [12, 28) (sigma <= 0.79): x_t. The teacher with cfg (a guidance
+  value for FLUX.1-dev) and the fake score at x_t give grad = (x0_F - x0_T) / mean|x0 - x0_T| and the loss
+  0.5 mse(x0, sg(x0 - grad));
 - GAN: gan * softplus(-D(features of x_t)), the fake score frozen for it;
 - patch loss: x0 and its data latent z, noised with the same eps to the same grid point in [18, 28) (sigma <= 0.60),
   through the fake score to block `patch_block`: patch_loss(real, student) (losses.py), weight `patch_weight`.
 Recipe "mmd" (the official SDXL release's): the patch loss alone, the features from the frozen teacher; no fake
 score, no DMD, no GAN: one network in memory.
 
-Warm start (not in the official code; `warm_steps`, 0 = off): the first steps regress the student's x0 on z.
+The grid: the official 28 training sigmas (`noise_grid`), in SwD's [0, 1] units like the presets (eps models read
+them as DDPM times t = 1000 s). Warm start (not in the official code; `warm_steps`, 0 = off, the default): the first
+steps regress the student's x0 on z.
+
+Randomness (rank-independent): generator step k draws batches k * (1 + fake_updates) + stream; sample j of the GLOBAL
+batch of a draw has its own generator seeded by (seed, draw, j), which gives its data row (one seeded permutation per
+epoch), its noise and its sigma indices; so 1 process x batch 8 and 2 processes x batch 4 see the same numbers.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from swd_sampler.lora import check_finite_weights
 from swd_sampler.resize import resize
-from swd_sampler.schedule import PRESETS, step_sizes
+from swd_sampler.schedule import CUSTOM, PRESETS, step_sizes
 
 from . import data
 from .losses import PATCH_KERNELS, dmd_gradient, dmd_loss, fake_score_loss, gan_discriminator_loss, \
     gan_generator_loss, patch_loss
-from .model import (add_lora, adapter, block_output, build_mmdit, discriminator_head, features, peft_state_dict,
-                    predict_x0, predict_x0_cfg)
-from .runner import (Parallel, Progress, checkpoint_extra, checkpoint_path, load_checkpoint, read_weights,
-                     save_checkpoint)
-from .tiny import NATIVE_LATENT, TINY_PRESET
+from .network import Network
 
 GRID_STEPS, GRID_SHIFT = 28, 3.0
 DMD_INDICES = (12, GRID_STEPS)  # sigma <= 0.7904
 PATCH_INDICES = (18, GRID_STEPS)  # sigma <= 0.6022
 RECIPES = ("full", "mmd")
-DATA = ("teacher", "real")
 
 
 def noise_grid(steps: int = GRID_STEPS, shift: float = GRID_SHIFT) -> torch.Tensor:
@@ -68,22 +66,26 @@ def noise_grid(steps: int = GRID_STEPS, shift: float = GRID_SHIFT) -> torch.Tens
 
 @dataclass
 class DistillConfig:
+    preset: str = "Tiny demo · 4 steps"  # a swd_sampler PRESETS name, or "custom" with scales and sigmas
+    scales: tuple[float, ...] = ()
+    sigmas: tuple[float, ...] = ()
     steps: int = 500  # generator steps, warm start included
-    warm_steps: int = 100
-    batch: int = 32  # global: split over the processes
+    warm_steps: int = 0
+    batch: int = 32  # global: split over the processes and the accumulation steps
+    grad_accum: int = 1
     rank: int = 32
     lr: float = 3e-4
     fake_lr: float = 3e-4
     weight_decay: float = 0.01  # AdamW, both optimizers (official)
     clip: float = 10.0  # gradient norm clip, both optimizers (official)
     recipe: str = "full"  # "full" (DMD + patch + GAN, fake score) or "mmd" (patch loss on teacher features)
-    data: str = "teacher"  # "teacher" (the teacher's samples) or "real" (rendered scenes)
     fake_updates: int = 5  # fake-score updates per generator step (official)
     cfg: float = 3.0  # the teacher's guidance inside DMD (official SD3.5 Medium: 7; 3 is the tiny teacher's best)
+    guidance: float = 0.0  # FLUX.1-dev: the student's guidance value (0: the preset's, else 3.5)
     dmd: bool = True
     patch: str = "linear"  # a losses.PATCH_KERNELS kernel, or "none"
     patch_weight: float = 1.0
-    patch_block: int = 0  # the joint block whose image tokens the patch loss and the GAN head see
+    patch_block: int = -1  # the block whose image tokens the patch loss and the GAN head see (-1: the middle one)
     rbf_sigma: float = 100.0
     batch_mmd: bool = False
     huber_c: float = 1e-3
@@ -94,246 +96,211 @@ class DistillConfig:
 
     def __post_init__(self):
         problems = []
+        if self.preset != CUSTOM and self.preset not in PRESETS:
+            problems.append(f"preset {self.preset!r} is not one of {', '.join(PRESETS)} or {CUSTOM!r}")
+        if self.preset == CUSTOM and (len(self.scales) < 1 or len(self.sigmas) != len(self.scales) + 1):
+            problems.append("a custom preset needs scales and one more sigma than scales (the closing 0)")
         if self.recipe not in RECIPES:
             problems.append(f"recipe {self.recipe!r} is not one of {', '.join(RECIPES)}")
-        if self.data not in DATA:
-            problems.append(f"data {self.data!r} is not one of {', '.join(DATA)}")
         if self.patch not in (*PATCH_KERNELS, "none"):
             problems.append(f"patch {self.patch!r} is not one of {', '.join((*PATCH_KERNELS, 'none'))}")
         if self.recipe == "mmd" and self.patch == "none":
             problems.append("the mmd recipe is the patch loss alone: choose a patch kernel")
         if self.recipe == "full" and self.gan > 0 and not self.dmd:
             problems.append("the GAN term uses DMD's noisy sample: turn dmd on or set gan 0")
+        if self.warm_steps > self.steps:
+            problems.append(f"warm_steps {self.warm_steps} is more than steps {self.steps}")
         if problems:
             raise ValueError("; ".join(problems))
+        self.scales, self.sigmas = tuple(self.scales), tuple(self.sigmas)
 
     @property
     def uses_fake(self) -> bool:
         return self.recipe == "full" and (self.dmd or self.gan > 0)
+
+    def schedule(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(scales, sigmas without the closing 0) in SwD's units."""
+        if self.preset == CUSTOM:
+            return self.scales, self.sigmas[:-1]
+        preset = PRESETS[self.preset]
+        return preset.scales, preset.sigmas[:-1]
 
 
 # settings that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE = {"steps", "checkpoint_every"}
 
 
-def schedule() -> tuple[list[tuple[int, int]], list[float]]:
-    preset = PRESETS[TINY_PRESET]
-    return step_sizes(preset.scales, NATIVE_LATENT, NATIVE_LATENT, 2), list(preset.sigmas)
+def config_json(cfg: DistillConfig) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in RESUMABLE}
 
 
-def scale_inputs(z_native: torch.Tensor, i: int, sizes, sigma: float, eps: torch.Tensor):
-    """(the student's input x at scale i, the data latent z at scale i) from the native-size data latent."""
-    z = resize(z_native, sizes[i], "area")
-    if i == 0:
-        return eps, z
-    up = resize(resize(z, sizes[i - 1], "area"), sizes[i], "bicubic")
-    return (1 - sigma) * up + sigma * eps, z
+@dataclass
+class Split:
+    """This process's part of every global batch: `world` processes x `accum` micro-batches."""
+    world: int = 1
+    rank: int = 0
+    accum: int = 1
+
+    def micro_slots(self, batch: int) -> list[range]:
+        local = batch // self.world
+        micro = local // self.accum
+        start = self.rank * local
+        return [range(start + k * micro, start + (k + 1) * micro) for k in range(self.accum)]
 
 
-def noised(x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    s = sigma.view(-1, 1, 1, 1)
-    return (1 - s) * x0 + s * eps
-
-
-def load_teacher(path: Path) -> torch.nn.Module:
-    """The tiny teacher network from its file (frozen); a file that is not safetensors or holds another network
-    raises one clear error naming it."""
-    weights = read_weights(path, f"--teacher {path}")[0]
-    net = build_mmdit(0)
-    expected = net.state_dict()
-    missing = sorted(expected.keys() - weights.keys())
-    wrong = sorted(k for k in expected.keys() & weights.keys() if weights[k].shape != expected[k].shape)
-    if missing or wrong or weights.keys() - expected.keys():
-        example = (missing or wrong or sorted(weights.keys() - expected.keys()))[0]
-        raise ValueError(f"--teacher {path} is not the tiny teacher's architecture (a depth-2 SD3 MMDiT, hidden 128): "
-                         f"{len(missing)} of its tensors are missing, {len(wrong)} have another shape and "
-                         f"{len(weights.keys() - expected.keys())} are unknown (e.g. {example})")
-    check_finite_weights(weights, f"--teacher {path}")
-    net.load_state_dict({k: v.float() for k, v in weights.items()})
-    return net.requires_grad_(False)
+@dataclass
+class Trainable:
+    """What one optimizer trains: its parameters and the modules holding them (what DDP wraps)."""
+    params: list[nn.Parameter]
+    modules: nn.ModuleList = field(default_factory=nn.ModuleList)
 
 
 class Distiller:
-    """The networks, optimizers and data of one run, and its two updates."""
+    """The networks, data and losses of one run: `generator_loss` and `fake_loss` compute one micro-batch's loss."""
 
-    def __init__(self, teacher: Path, cfg: DistillConfig, dataset: Path | None, par: Parallel):
-        self.cfg, self.par = cfg, par
-        dev = par.device
-        net = load_teacher(teacher)
-        self.net = net
-        self.student = add_lora(net, "student", cfg.rank, cfg.rank, cfg.seed)
-        self.fake = add_lora(net, "fake", cfg.rank, cfg.rank, cfg.seed + 1) if cfg.uses_fake else []
-        self.head = (discriminator_head(net.hidden_size, cfg.seed + 2).to(dev)
-                     if cfg.uses_fake and cfg.gan > 0 else None)
-        if self.head is not None:
-            self.fake += list(self.head.parameters())
-        net.to(dev)
-        for p in self.student + self.fake:
+    def __init__(self, net: Network, dataset: data.Dataset, negative: dict | None, cfg: DistillConfig,
+                 split: Split = Split(), start_lora: dict[str, torch.Tensor] | None = None):
+        self.cfg, self.net, self.data, self.split = cfg, net, dataset, split
+        scales, sigmas = cfg.schedule()
+        channels, height, width = dataset.latent_shape
+        patch = getattr(net.dm, "patch_size", 1)
+        patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.sizes = step_sizes(scales, height, width, patch)
+        self.sigmas = net.model_sigmas(sigmas)
+        self.grid = net.model_sigmas(noise_grid())
+        self.block = cfg.patch_block if cfg.patch_block >= 0 else (len(net.blocks) - 1) // 2
+        self.negative = negative
+        self.dtype = torch.float64 if net.dtype == torch.float64 else torch.float32  # of the adapters and losses
+        self.guidance = None
+        if net.guided:
+            preset_guidance = PRESETS[cfg.preset].guidance if cfg.preset in PRESETS else None
+            self.guidance = cfg.guidance or preset_guidance or 3.5
+        params = net.adapters.add("student", cfg.rank, cfg.seed, self.dtype)
+        if start_lora is not None:
+            net.adapters.load_peft("student", start_lora, "the LoRA to start from")
+        self.student = Trainable(params, nn.ModuleList(net.adapters.params["student"].values()))
+        self.fake = None
+        self.head = None
+        if cfg.uses_fake:
+            params = net.adapters.add("fake", cfg.rank, cfg.seed + 1, self.dtype)
+            self.fake = Trainable(params, nn.ModuleList(net.adapters.params["fake"].values()))
+            if cfg.gan > 0:
+                self.head = discriminator_head(self.feature_width(), cfg.seed + 2).to(net.device, self.dtype)
+                self.fake.params += list(self.head.parameters())
+                self.fake.modules.append(self.head)
+        for p in self.student.params + (self.fake.params if self.fake else []):
             p.requires_grad_(True)
-        par.broadcast(self.student + self.fake)
-        self.opt = torch.optim.AdamW(self.student, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.fake_opt = (torch.optim.AdamW(self.fake, lr=cfg.fake_lr, weight_decay=cfg.weight_decay)
-                         if self.fake else None)
-        self.sizes, self.sigmas = schedule()
-        self.grid = noise_grid()
-        self.local = cfg.batch // par.world
-        self.slots = range(par.rank * self.local, (par.rank + 1) * self.local)
-        if cfg.data == "teacher":
-            if dataset is None:
-                raise ValueError("data 'teacher' needs the teacher's samples: give a dataset folder")
-            self.data = data.TeacherSamples(dataset, cfg.seed)
-        else:
-            from .splits import seen
-            self.data = data.RenderedScenes(seen(), cfg.seed)
-        u_ctx, u_pooled = data.uncond(self.local)
-        self.uncond = (u_ctx.to(dev), u_pooled.to(dev))
+
+    def feature_width(self) -> int:
+        """The width D of the image tokens at the patch block (one small forward of the teacher)."""
+        x = torch.zeros(1, self.data.latent_shape[0], *self.sizes[0], device=self.net.device)
+        with torch.no_grad():
+            conds = self.net.conds([self.data.conds[0]])
+            return self.net.features(x, self.sigmas[:1].to(x.device), self._guided(conds), None, self.block).shape[-1]
 
     @property
     def draws_per_step(self) -> int:
         return 1 + (self.cfg.fake_updates if self.cfg.uses_fake else 0)
 
-    def batch(self, step: int, stream: int):
-        """Draw `stream` of generator step `step`: (x, sigma (B,), z at the scale, context, pooled, generators)."""
+    def _guided(self, conds: dict) -> dict:
+        if self.guidance is None:
+            return conds
+        return {**conds, "guidance": torch.full_like(conds["guidance"], self.guidance)}
+
+    def batch(self, step: int, stream: int, slots: range):
+        """Draw `stream` of generator step `step` for the global batch `slots`: (x, sigma (B,), z at the scale,
+        conds, generators)."""
+        net, dev = self.net, self.net.device
         draw = step * self.draws_per_step + stream
-        positions = torch.tensor([draw * self.cfg.batch + j for j in self.slots])
-        z_native, context, pooled = self.data.get(positions)
-        gens = data.sample_generators(self.cfg.seed, draw, self.slots)
+        positions = torch.tensor([draw * self.cfg.batch + j for j in slots])
+        latents, conds = self.data.get(positions)
+        z_native = net.latent_in(latents.to(dev, self.dtype))
+        gens = data.sample_generators(self.cfg.seed, draw, slots)
         i = step % len(self.sizes)
-        eps = data.randn(gens, (z_native.shape[1], *self.sizes[i]))
-        x, z = scale_inputs(z_native, i, self.sizes, self.sigmas[i], eps)
-        sigma = torch.full((self.local,), self.sigmas[i])
-        dev = self.par.device
-        return x.to(dev), sigma.to(dev), z.to(dev), context.to(dev), pooled.to(dev), gens
+        eps = data.randn(gens, (z_native.shape[1], *self.sizes[i])).to(dev, z_native.dtype)
+        z = resize(z_native, self.sizes[i], "area")
+        sigma = self.sigmas[i].expand(len(slots)).to(dev, z.dtype)
+        start = torch.zeros_like(z) if i == 0 else resize(resize(z, self.sizes[i - 1], "area"), self.sizes[i],
+                                                               "bicubic")
+        x = net.noised(start, sigma, eps)
+        return x, sigma, z, self._guided(net.conds(conds)), gens
 
-    def grid_noise(self, gens, indices: tuple[int, int], shape) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigma (B,) at grid points drawn from `indices`, eps (B, *shape)), one draw per sample."""
-        sigma = self.grid[data.randint(gens, *indices)]
-        return sigma.to(self.par.device), data.randn(gens, shape).to(self.par.device)
+    def grid_noise(self, gens, indices: tuple[int, int], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma (B,) at grid points drawn from `indices`, eps like `like`), one draw per sample."""
+        sigma = self.grid[data.randint(gens, *indices)].to(like.device, like.dtype)
+        return sigma, data.randn(gens, like.shape[1:]).to(like.device, like.dtype)
 
-    def update(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor) -> None:
-        """One optimizer step on `loss`: gradients averaged over the processes, clipped to norm `clip`."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.par.average_gradients(params)
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.clip)
-        optimizer.step()
-
-    def fake_update(self, step: int, stream: int) -> dict[str, float]:
+    def fake_loss(self, step: int, stream: int, slots: range) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, net = self.cfg, self.net
-        x, sigma, z, ctx, pooled, gens = self.batch(step, stream)
-        with torch.no_grad(), adapter(net, "student"):
-            x0 = predict_x0(net, x, sigma, ctx, pooled)
-        t, eps = self.grid_noise(gens, (0, GRID_STEPS), x0.shape[1:])
+        x, sigma, z, conds, gens = self.batch(step, stream, slots)
+        with torch.no_grad():
+            x0 = net.x0(x, sigma, conds, "student")
+        t, eps = self.grid_noise(gens, (0, GRID_STEPS), x0)
         logs = {}
-        with adapter(net, "fake"), block_output(net, cfg.patch_block, stop=False) as taken:
-            loss = fake_score_loss(predict_x0(net, noised(x0, t, eps), t, ctx, pooled), x0)
-            logs["fake"] = loss.item()
-            if self.head is not None:
-                f_fake = taken["h"]
-                with torch.no_grad():
-                    f_real = features(net, noised(z, t, eps), t, ctx, pooled, cfg.patch_block)
-                d = gan_discriminator_loss(self.head(f_fake.mean(1)), self.head(f_real.mean(1)))
-                loss = loss + cfg.gan_d * d
-                logs["d"] = d.item()
-        self.update(self.fake_opt, self.fake, loss)
-        return logs
+        with net.block_output(self.block, stop=False) as taken:
+            loss = fake_score_loss(net.x0(net.noised(x0, t, eps), t, conds, "fake"), x0)
+        logs["fake"] = loss.item()
+        if self.head is not None:
+            f_fake = taken["h"]
+            with torch.no_grad():
+                f_real = self.features(net.noised(z, t, eps), t, conds, "fake")
+            d = gan_discriminator_loss(self.critic(f_fake), self.critic(f_real))
+            loss = loss + cfg.gan_d * d
+            logs["d"] = d.item()
+        return loss, logs
 
-    def generator_update(self, step: int) -> dict[str, float]:
+    def critic(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The GAN head's logit of block features (B, N, D): on their token mean."""
+        return self.head(tokens.mean(1).to(self.dtype))
+
+    def features(self, x, sigma, conds, adapter):
+        return self.net.features(x, sigma, conds, adapter, self.block, stop=self.stop_early)
+
+    stop_early = True  # FSDP runs every block of a forward (parallel.py)
+
+    def generator_loss(self, step: int, slots: range) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, net = self.cfg, self.net
-        x, sigma, z, ctx, pooled, gens = self.batch(step, 0)
-        with adapter(net, "student"):
-            x0 = predict_x0(net, x, sigma, ctx, pooled)
+        x, sigma, z, conds, gens = self.batch(step, 0, slots)
+        x0 = net.x0(x, sigma, conds, "student")
         logs = {}
         if step < cfg.warm_steps:
             loss = F.mse_loss(x0, z)
             logs["warm"] = loss.item()
-        else:
-            loss = torch.zeros((), device=x0.device)
-            if cfg.recipe == "full" and cfg.dmd:
-                t, eps = self.grid_noise(gens, DMD_INDICES, x0.shape[1:])
-                x_t = noised(x0, t, eps)
-                with torch.no_grad():
-                    with adapter(net, None):
-                        x0_teacher = predict_x0_cfg(net, x_t, t, ctx, pooled, *self.uncond, cfg.cfg)
-                    with adapter(net, "fake"):
-                        x0_fake = predict_x0(net, x_t, t, ctx, pooled)
-                dmd = dmd_loss(x0, dmd_gradient(x0.detach(), x0_teacher, x0_fake))
-                loss = loss + dmd
-                logs["dmd"] = dmd.item()
-                if self.head is not None:
-                    with adapter(net, "fake"):
-                        f = features(net, x_t, t, ctx, pooled, cfg.patch_block)
-                    gan = gan_generator_loss(self.head(f.mean(1)))
-                    loss = loss + cfg.gan * gan
-                    logs["gan"] = gan.item()
-            if cfg.patch != "none":
-                t, eps = self.grid_noise(gens, PATCH_INDICES, x0.shape[1:])
-                with adapter(net, "fake" if cfg.recipe == "full" else None):
-                    f_student = features(net, noised(x0, t, eps), t, ctx, pooled, cfg.patch_block)
-                    with torch.no_grad():
-                        f_real = features(net, noised(z, t, eps), t, ctx, pooled, cfg.patch_block)
-                patch = patch_loss(f_real, f_student, cfg.patch, c=cfg.huber_c, sigma=cfg.rbf_sigma,
-                                   batch_mmd=cfg.batch_mmd)
-                loss = loss + cfg.patch_weight * patch
-                logs["patch"] = patch.item()
-        self.update(self.opt, self.student, loss)
-        for p in self.fake:
-            p.grad = None  # the GAN and patch losses reach the fake side too; only the student learns from them
-        return logs
-
-    def step(self, step: int) -> dict[str, float]:
-        logs = {}
-        if self.cfg.uses_fake and step >= self.cfg.warm_steps:
-            for f in range(self.cfg.fake_updates):
-                logs.update(self.fake_update(step, 1 + f))
-        logs.update(self.generator_update(step))
-        return logs
-
-    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"lora.{i}": p for i, p in enumerate(self.student + self.fake)}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"student": self.opt, **({"fake": self.fake_opt} if self.fake_opt else {})}
+            return loss, logs
+        loss = torch.zeros((), device=x0.device, dtype=x0.dtype)
+        if cfg.recipe == "full" and cfg.dmd:
+            t, eps = self.grid_noise(gens, DMD_INDICES, x0)
+            x_t = net.noised(x0, t, eps)
+            with torch.no_grad():
+                negative = None if self.negative is None else net.conds([self.negative] * len(slots))
+                x0_teacher = net.teacher(x_t.detach(), t, conds, negative, cfg.cfg)
+                x0_fake = net.x0(x_t.detach(), t, conds, "fake")
+            dmd = dmd_loss(x0, dmd_gradient(x0.detach(), x0_teacher, x0_fake))
+            loss = loss + dmd
+            logs["dmd"] = dmd.item()
+            if self.head is not None:
+                gan = gan_generator_loss(self.critic(self.features(x_t, t, conds, "fake")))
+                loss = loss + cfg.gan * gan
+                logs["gan"] = gan.item()
+        if cfg.patch != "none":
+            t, eps = self.grid_noise(gens, PATCH_INDICES, x0)
+            adapter = "fake" if cfg.recipe == "full" else None
+            f_student = self.features(net.noised(x0, t, eps), t, conds, adapter)
+            with torch.no_grad():
+                f_real = self.features(net.noised(z, t, eps), t, conds, adapter)
+            patch = patch_loss(f_real, f_student, cfg.patch, c=cfg.huber_c, sigma=cfg.rbf_sigma,
+                               batch_mmd=cfg.batch_mmd)
+            loss = loss + cfg.patch_weight * patch
+            logs["patch"] = patch.item()
+        return loss, logs
 
 
-def config_json(cfg: DistillConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE}
-
-
-def distill(teacher: Path, out: Path, cfg: DistillConfig, work: Path, resume: bool = False,
-            dataset: Path | None = None) -> list[dict]:
-    """Distil, write the student LoRA (fp16, PEFT keys) to `out`; returns the losses of every step run. With
-    `resume`, continue from the checkpoint in `work` (its settings must match, except steps and checkpoint_every)."""
-    par = Parallel()
-    run = Distiller(teacher, cfg, dataset, par)
-    checkpoint = checkpoint_path(work, "student")
-    start = 0
-    if resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {work} ({checkpoint.name}); run without --resume "
-                                    f"to start at step 0")
-        saved = checkpoint_extra(checkpoint).get("config", {})
-        differing = {k: (v, config_json(cfg).get(k)) for k, v in saved.items() if config_json(cfg).get(k) != v}
-        if differing:
-            raise ValueError(f"--resume: the checkpoint in {work} was made with other settings: "
-                             + ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in differing.items()))
-        start = load_checkpoint(checkpoint, run.checkpoint_tensors(), run.optimizers())[0]
-    with Progress(cfg.steps, start, "student", par.main) as progress:
-        history = []
-        for step in range(start, cfg.steps):
-            logs = run.step(step)
-            history.append({k: par.mean(v) for k, v in logs.items()})
-            progress.update(**history[-1])
-            if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-                save_checkpoint(checkpoint, run.checkpoint_tensors(), run.optimizers(), step + 1,
-                                {"config": config_json(cfg)})
-    lora = {k: v.to(torch.float16).contiguous() for k, v in peft_state_dict(run.net.cpu(), "student").items()}
-    bad = [k for k, v in lora.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise FloatingPointError(f"the distilled LoRA has non-finite weights ({bad[0]} and {len(bad) - 1} more): "
-                                 f"nothing was written to {out}; lower the learning rate or check the teacher")
-    metadata = {"swd_preset": TINY_PRESET, "swd_tiny": "student", "steps": str(cfg.steps),
-                **{k: json.dumps(v) if not isinstance(v, str) else v for k, v in config_json(cfg).items()}}
-    par.save_weights(out, lora, metadata, work)
-    par.close()
-    return history
+def discriminator_head(hidden: int, seed: int, layers: int = 4) -> nn.Module:
+    """The official GAN head: `layers` x [LayerNorm, GELU, Linear], widths falling linearly from `hidden` to 1
+    (torch.linspace(hidden, 1, layers + 1) cast to int: 128 -> 96 -> 64 -> 32 -> 1), on the token mean of the fake
+    score's block features; torch's default initialisation from `seed`; fp32."""
+    widths = torch.linspace(hidden, 1, layers + 1, dtype=torch.int64).tolist()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(*(nn.Sequential(nn.LayerNorm(a), nn.GELU(), nn.Linear(a, b))
+                               for a, b in zip(widths, widths[1:])))

@@ -1,15 +1,17 @@
-"""What every training run shares: data parallelism, checkpoints with --resume, progress bars.
+"""What every training run shares: the process group, checkpoints with --resume, progress bars.
 
-Data parallel: under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) each process joins a torch.distributed group
-(NCCL on CUDA, gloo on CPU), renders its own share of every batch (its rank seeds the scenes) and averages the
-gradients of the trained parameters with all_reduce before each optimizer step; the initial weights come from the
-same seed and are broadcast from rank 0, so the ranks stay identical. A single process trains alone.
+Under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) each process joins a torch.distributed group (NCCL on CUDA,
+gloo on the CPU) with a timeout, so that a process that dies makes the others fail with a message instead of waiting
+for ever; the gradients are averaged by torch DDP or FSDP2 (train.py; the teacher's training wraps its network in
+DDP). A single process trains alone.
 
-Checkpoints are safetensors files (never pickles): every trained tensor, the optimizer state and the step, written
-atomically every `checkpoint_every` steps and at the end; `resume=True` continues from the last one.
+Checkpoints are safetensors files (never pickles): every trained tensor, the optimizer states and the step, written
+atomically by the main process every `checkpoint_every` steps and at the end; `resume=True` continues from the last
+one, with any number of processes (the tensors are whole, not shards).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -21,33 +23,25 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 
+TIMEOUT_S = int(os.environ.get("SWD_DIST_TIMEOUT", "300"))  # a collective that waits longer fails the run
+
+
 class Parallel:
-    def __init__(self):
+    def __init__(self, device: str | None = None):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        cuda = torch.cuda.is_available() if device is None else device == "cuda"
+        self.device = torch.device(f"cuda:{local}" if cuda else "cpu")
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=TIMEOUT_S))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-    def broadcast(self, tensors) -> None:
-        if self.world > 1:
-            for t in tensors:
-                dist.broadcast(t.data, 0)
-
-    def average_gradients(self, params) -> None:
-        if self.world > 1:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad /= self.world
 
     def mean(self, value: float) -> float:
         if self.world == 1:
@@ -56,16 +50,14 @@ class Parallel:
         dist.all_reduce(t)
         return float(t) / self.world
 
-    def save_weights(self, out: Path, weights: dict[str, torch.Tensor], metadata: dict[str, str], work: Path) -> None:
-        """Rank 0 writes the result to `out`; with several processes every rank also writes its own copy to
-        work/final.rank<r>.safetensors, which shows that the ranks hold identical weights."""
+    def save_weights(self, out: Path, weights: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        """The main process writes the result to `out` (atomically: a temporary file, then renamed)."""
         if self.main:
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_file(weights, str(out), metadata={**metadata, "processes": str(self.world)})
-            sort_metadata(out)
-        if self.world > 1:
-            work.mkdir(parents=True, exist_ok=True)
-            save_file(weights, str(work / f"final.rank{self.rank}.safetensors"))
+            tmp = out.with_name(out.name + ".tmp")
+            save_file(weights, str(tmp), metadata={**metadata, "processes": str(self.world)})
+            sort_metadata(tmp)
+            os.replace(tmp, out)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
@@ -94,13 +86,18 @@ def checkpoint_path(work: Path, name: str) -> Path:
     return path
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
-                    step: int, extra: dict | None = None) -> None:
-    """Trained tensors, optimizer states and the step in one safetensors file (written to a temp file, then moved)."""
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], optimizers: dict, step: int,
+                    extra: dict | None = None) -> None:
+    """Trained tensors, optimizer states (optimizers or their state dicts) and the step in one safetensors file
+    (written to a temp file, then moved); non-finite weights are refused and the last checkpoint kept."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"training diverged: {bad[0]} is not finite at step {step}; the last checkpoint "
+                                 f"{path} is kept: lower the learning rate and resume")
     out = {f"t.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {"step": str(step), "extra": json.dumps(extra or {})}
+    meta = {"step": str(step), "extra": json.dumps(extra or {}), "rng": "none: every draw is seeded by its step"}
     for name, opt in optimizers.items():
-        state = opt.state_dict()
+        state = opt.state_dict() if hasattr(opt, "state_dict") else opt
         meta[f"opt.{name}"] = json.dumps(state["param_groups"])
         for index, slots in state["state"].items():
             for slot, value in slots.items():
@@ -132,6 +129,25 @@ def checkpoint_extra(path: Path) -> dict:
     if "step" not in meta:
         raise ValueError(f"the checkpoint {path} was not written by this distiller (no step in its metadata)")
     return json.loads(meta.get("extra", "{}"))
+
+
+def read_checkpoint(path: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, dict], dict]:
+    """(step, tensors, optimizer state dicts, extra) of a checkpoint save_checkpoint wrote."""
+    data, meta = read_weights(path, f"the checkpoint {path}")
+    if "step" not in meta:
+        raise ValueError(f"the checkpoint {path} was not written by this distiller (no step in its metadata)")
+    tensors = {k[2:]: v for k, v in data.items() if k.startswith("t.")}
+    optimizers = {}
+    for key in meta:
+        if key.startswith("opt."):
+            name = key[4:]
+            state: dict[int, dict] = {}
+            for k, value in data.items():
+                if k.startswith(f"o.{name}."):
+                    index, slot = k[len(name) + 3:].split(".", 1)
+                    state.setdefault(int(index), {})[slot] = value
+            optimizers[name] = {"state": state, "param_groups": json.loads(meta[key])}
+    return int(meta["step"]), tensors, optimizers, json.loads(meta.get("extra", "{}"))
 
 
 def load_checkpoint(path: Path, tensors: dict[str, torch.Tensor],

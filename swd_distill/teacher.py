@@ -63,7 +63,10 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
     par = Parallel()
     net = build_mmdit(cfg.seed).to(par.device)
     params = [p for p in net.parameters() if p.requires_grad]
-    par.broadcast(params)
+    model = net
+    if par.world > 1:  # DDP averages the gradients and broadcasts rank 0's initial weights
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(net, device_ids=[par.device] if par.device.type == "cuda" else None)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     checkpoint = checkpoint_path(work, "teacher")
@@ -78,10 +81,9 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup,
                                            (cfg.steps - step) / max(1, cfg.steps - cfg.decay_start))
-            loss = teacher_loss(net, step, cfg, par)
+            loss = teacher_loss(model, step, cfg, par)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            par.average_gradients(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             with torch.no_grad():
@@ -92,6 +94,6 @@ def train_teacher(out: Path, cfg: TeacherConfig, work: Path, resume: bool = Fals
             if par.main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 save_checkpoint(checkpoint, tensors, {"opt": opt}, step + 1)
     weights = {k: v.to(torch.float16).contiguous() for k, v in ema.items()}
-    par.save_weights(out, weights, {"swd_tiny": "teacher", "steps": str(cfg.steps), "seed": str(cfg.seed)}, work)
+    par.save_weights(out, weights, {"swd_tiny": "teacher", "steps": str(cfg.steps), "seed": str(cfg.seed)})
     par.close()
     return losses

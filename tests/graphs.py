@@ -19,7 +19,7 @@ def model_nodes(family: str, call_log: str | None = None) -> tuple[dict, list]:
 
 
 def cond_nodes(family: str, guidance: float | None = None) -> dict:
-    ctx, pooled = COND[family]
+    ctx, pooled = COND["sd3" if family == "sd35" else family]
     nodes = {
         "pos": {"class_type": "SwDTestConditioning", "inputs": {"context_dim": ctx, "pooled_dim": pooled, "tokens": 8, "seed": 1}},
         "neg": {"class_type": "SwDTestConditioning", "inputs": {"context_dim": ctx, "pooled_dim": pooled, "tokens": 8, "seed": 2}},
