@@ -19,7 +19,7 @@ ROWS=(
   "full-seed3 --seed 3"
   "patch-linear-seed3 --gan 0 --seed 3"
   "full-no-warm-start --warm-steps 0"
-  "full-real-data --data real"
+
 )
 "$PY" -m swd_distill samples --threads 2  # the shared teacher samples, made once
 train() {

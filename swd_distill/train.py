@@ -9,7 +9,8 @@ checkpoints that any number of processes can resume.
   broadcast from rank 0. The fake score's parameters stop requiring gradients during the generator's update (its
   losses pass through the fake network without training it). Accumulation steps but the last run under no_sync.
 - FSDP2 (`parallel="fsdp"`): `fully_shard` on every block of the diffusion model, on the model and on the GAN head:
-  the frozen base and the adapters are sharded across the processes, gathered block by block; bf16 runs use
+  the frozen base and the adapters are sharded across the processes, gathered block by block (the model's own
+  parameters outside the blocks, embedders and final layer, stay gathered after the first forward); bf16 runs use
   MixedPrecisionPolicy(bf16 params, fp32 reductions). Forward passes taken only for features run all blocks.
 
 Every process's micro-batches are its own slots of the global batch (distill.Split), so the data and noise do not
@@ -81,7 +82,9 @@ class Engine:
             if net.dtype == torch.bfloat16 else MixedPrecisionPolicy()
         for block in net.blocks:
             fully_shard(block, mp_policy=policy)
-        fully_shard(net.dm, mp_policy=policy)
+        # the root's own parameters (embedders, final layer) stay gathered: a loss on a block's features backpropagates
+        # into them without passing the root's output, where FSDP2 would gather them again
+        fully_shard(net.dm, mp_policy=policy, reshard_after_forward=False)
         run.student.params = net.adapters.parameters("student")
         if run.fake is not None:
             run.fake.params = net.adapters.parameters("fake")

@@ -159,18 +159,40 @@ def _tiny_teacher_and_samples(tmp_path, captions=8):
     return teacher, make_samples(teacher, tmp_path / "samples", spec, progress=False)
 
 
+def _distill_api(teacher, samples, **settings):
+    """The command line's path in-process: (run, losses per step, the student LoRA)."""
+    from swd_distill import samples as sample_files
+    from swd_distill.data import Dataset
+    from swd_distill.distill import DistillConfig, Distiller
+    from swd_distill.network import Network
+    from swd_distill.run import load_model, negative_of
+    from swd_distill.train import distill
+    net = Network(load_model(teacher, torch.device("cpu"), torch.float32))
+    latents, entries, _ = sample_files.load_dataset(samples)
+    conds = [net.encode(e, tuple(latents.shape[1:])) for e in entries]
+    cfg = DistillConfig(**settings)
+    negative = negative_of(samples, net, tuple(latents.shape[1:]))
+    lora, steps, history = distill(net, Dataset(latents, conds, cfg.seed), negative, cfg)
+    return net, history, lora
+
+
+def _cli(*argv):
+    return _run(["-m", "swd_distill", "distill", "--threads", "1", *argv])
+
+
 def test_distillation_on_teacher_samples_exports_a_peft_lora_the_loader_reads(tmp_path):
-    from swd_distill.distill import DistillConfig, distill
     from swd_sampler.lora import read_lora
     teacher, samples = _tiny_teacher_and_samples(tmp_path)
-    history = distill(teacher, tmp_path / "swd-tiny-4-steps.safetensors",
-                      DistillConfig(steps=6, warm_steps=2, batch=8, rank=4, fake_updates=2), tmp_path / "w",
-                      dataset=samples)
+    _, history, _ = _distill_api(teacher, samples, steps=6, warm_steps=2, batch=8, rank=4, fake_updates=2)
     assert [sorted(h) for h in history] == [["warm"]] * 2 + [["d", "dmd", "fake", "gan", "patch"]] * 4
     assert all(np.isfinite(v) for h in history for v in h.values())
     # softplus losses of an untrained head start near log 2 (generator) and 2 log 2 (discriminator)
     assert abs(history[2]["gan"] - np.log(2)) < 0.2 and abs(history[2]["d"] - 2 * np.log(2)) < 0.4
-    lora = read_lora(tmp_path / "swd-tiny-4-steps.safetensors")
+    out = tmp_path / "swd-tiny-4-steps.safetensors"
+    result = _cli("--teacher", str(teacher), "--dataset", str(samples), "--steps", "2", "--warm-steps", "1",
+                  "--batch", "8", "--rank", "4", "--fake-updates", "1", "--out", str(out), "--work", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lora = read_lora(out)
     assert lora.formats == ("peft",) and {m.rank for m in lora.modules.values()} == {4}
     assert lora.architecture.family == "sd3" and lora.architecture.width == 128
     assert lora.preset().preset == tiny.TINY_PRESET
@@ -180,35 +202,29 @@ def test_distillation_on_teacher_samples_exports_a_peft_lora_the_loader_reads(tm
                      "ff_context.net.0.proj", "ff_context.net.2"}
 
 
-def test_the_mmd_recipe_trains_the_patch_loss_alone_on_real_scenes(tmp_path):
-    from swd_distill.distill import DistillConfig, Distiller, distill
-    from swd_distill.runner import Parallel
-    from swd_distill.teacher import TeacherConfig, train_teacher
-    torch.set_num_threads(1)
-    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=3, batch=8, warmup=1), tmp_path / "w")
-    cfg = DistillConfig(steps=3, warm_steps=0, batch=4, rank=4, recipe="mmd", data="real")
-    history = distill(tmp_path / "t.safetensors", tmp_path / "a.safetensors", cfg, tmp_path / "wa")
+def test_the_mmd_recipe_trains_the_patch_loss_alone_with_one_network(tmp_path):
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    net, history, _ = _distill_api(teacher, samples, steps=3, batch=4, rank=4, recipe="mmd")
     assert [sorted(h) for h in history] == [["patch"]] * 3 and all(h["patch"] > 0 for h in history)
-    run = Distiller(tmp_path / "t.safetensors", cfg, None, Parallel())
-    assert run.fake == [] and run.head is None and run.draws_per_step == 1  # one network: no fake score, no head
+    assert set(net.adapters.params) == {"student"}  # one network: no fake score, no head
 
 
 def test_a_resumed_run_ends_bit_identical_and_checks_its_settings(tmp_path):
-    from swd_distill.distill import DistillConfig, distill
     teacher, samples = _tiny_teacher_and_samples(tmp_path)
-    cfg = dict(warm_steps=1, batch=8, rank=4, fake_updates=2, checkpoint_every=3)
-    distill(teacher, tmp_path / "a.safetensors", DistillConfig(steps=5, **cfg), tmp_path / "wa", dataset=samples)
-    distill(teacher, tmp_path / "b.safetensors", DistillConfig(steps=3, **cfg), tmp_path / "wb", dataset=samples)
-    distill(teacher, tmp_path / "b.safetensors", DistillConfig(steps=5, **cfg), tmp_path / "wb", resume=True,
-            dataset=samples)
+    base = ["--teacher", str(teacher), "--dataset", str(samples), "--warm-steps", "1", "--batch", "8", "--rank", "4",
+            "--fake-updates", "2", "--checkpoint-every", "3"]
+    assert _cli(*base, "--steps", "5", "--out", str(tmp_path / "a.safetensors"), "--work", str(tmp_path)).returncode == 0
+    assert _cli(*base, "--steps", "3", "--out", str(tmp_path / "b.safetensors"), "--work", str(tmp_path)).returncode == 0
+    assert _cli(*base, "--steps", "5", "--out", str(tmp_path / "b.safetensors"), "--work", str(tmp_path),
+                "--resume").returncode == 0
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match=r"other settings: rank 4 there, 8 now"):
-        distill(teacher, tmp_path / "c.safetensors", DistillConfig(steps=6, **{**cfg, "rank": 8}), tmp_path / "wb",
-                resume=True, dataset=samples)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        distill(teacher, tmp_path / "c.safetensors", DistillConfig(steps=6, **cfg), tmp_path / "empty",
-                resume=True, dataset=samples)
+    other = _cli(*[("8" if v == "4" and base[i - 1] == "--rank" else v) for i, v in enumerate(base)], "--steps", "6",
+                 "--out", str(tmp_path / "b.safetensors"), "--work", str(tmp_path), "--resume")
+    assert other.returncode == 2 and "other settings: rank 4 there, 8 now" in other.stderr
+    missing = _cli(*base, "--steps", "6", "--out", str(tmp_path / "c.safetensors"), "--work", str(tmp_path),
+                   "--resume")
+    assert missing.returncode == 2 and "there is no checkpoint" in missing.stderr
 
 
 def test_the_noise_grid_is_the_official_28_step_grid_holding_the_preset_sigmas():
@@ -257,15 +273,14 @@ def test_the_distill_command_refuses_bad_options_before_any_work(argv, message, 
     assert message in capsys.readouterr().err
 
 
-def test_two_processes_train_data_parallel_and_hold_identical_weights(tmp_path):
+def test_two_processes_train_the_teacher_with_ddp(tmp_path):
     result = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swd_distill",
                    "teacher", "--steps", "3", "--batch", "8", "--warmup", "1", "--threads", "1",
                    "--out", str(tmp_path / "t.safetensors"), "--work", str(tmp_path / "w")])
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [load_file(str(tmp_path / "w" / "teacher" / f"final.rank{r}.safetensors")) for r in (0, 1)]
-    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     shipped = load_file(str(tmp_path / "t.safetensors"))
-    assert all(torch.equal(shipped[k], ranks[0][k]) for k in shipped)
+    shipped_keys = load_file(str(REPO / "models" / "diffusion_models" / "swd-tiny-teacher.safetensors")).keys()
+    assert shipped.keys() == shipped_keys and all(torch.isfinite(v).all() for v in shipped.values())
 
 
 def _bad_teacher(tmp_path, kind):
@@ -291,7 +306,7 @@ def _bad_teacher(tmp_path, kind):
     ("pickle", "is not a safetensors file: it is a Python pickle"),
     ("random", "is not a safetensors file"),
     ("truncated", "is truncated"),
-    ("architecture", "is not the tiny teacher's architecture"),
+    ("architecture", "is not a diffusion model or checkpoint ComfyUI recognises"),
 ])
 def test_a_bad_teacher_file_is_refused_in_one_line_naming_it(tmp_path, capsys, kind, message):
     from swd_distill.cli import main
@@ -305,45 +320,40 @@ def test_a_bad_teacher_file_is_refused_in_one_line_naming_it(tmp_path, capsys, k
 
 
 def test_a_bad_checkpoint_is_refused_naming_it(tmp_path):
-    from swd_distill.distill import DistillConfig, distill
-    from swd_distill.teacher import TeacherConfig, train_teacher
-    torch.set_num_threads(1)
-    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=2, batch=4, warmup=1), tmp_path / "w")
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "student.ckpt.safetensors").write_bytes(b"\x80\x04\x95" + bytes(64))
-    cfg = DistillConfig(steps=2, warm_steps=0, batch=4, rank=4, recipe="mmd", data="real")
-    with pytest.raises(ValueError, match="the checkpoint .* is not a safetensors file: it is a Python pickle"):
-        distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors", cfg, work, resume=True)
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "student.ckpt.safetensors").write_bytes(b"\x80\x04\x95" + bytes(64))
+    result = _cli("--teacher", str(teacher), "--dataset", str(samples), "--steps", "2", "--batch", "4", "--rank", "4",
+                  "--recipe", "mmd", "--out", str(tmp_path / "o.safetensors"), "--work", str(tmp_path), "--resume")
+    assert result.returncode == 2
+    assert "the checkpoint" in result.stderr and "is not a safetensors file: it is a Python pickle" in result.stderr
 
 
 def test_weights_that_are_not_finite_are_never_written(tmp_path):
     from safetensors.torch import load_file as load, save_file
-    from swd_distill.distill import DistillConfig, distill
-    from swd_distill.teacher import TeacherConfig, train_teacher
-    torch.set_num_threads(1)
-    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=2, batch=4, warmup=1), tmp_path / "w")
-    cfg = DistillConfig(steps=2, warm_steps=2, batch=4, rank=4, recipe="mmd", data="real", lr=1e6)
-    with pytest.raises(FloatingPointError, match="non-finite weights .* nothing was written"):
-        distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors", cfg, tmp_path / "w1")
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    base = ["--dataset", str(samples), "--steps", "2", "--batch", "4", "--rank", "4", "--recipe", "mmd",
+            "--work", str(tmp_path)]
+    result = _cli("--teacher", str(teacher), *base, "--warm-steps", "2", "--lr", "1e6", "--out",
+                  str(tmp_path / "o.safetensors"))
+    assert result.returncode == 2 and ("not finite" in result.stderr or "non-finite" in result.stderr)
     assert not (tmp_path / "o.safetensors").exists()
-    weights = load(str(tmp_path / "t.safetensors"))
+    weights = load(str(teacher))
     weights["final_layer.linear.weight"][0, 0] = float("nan")
     save_file(weights, str(tmp_path / "nan.safetensors"))
-    with pytest.raises(ValueError, match="--teacher .*nan.safetensors.* NaN or infinite"):
-        distill(tmp_path / "nan.safetensors", tmp_path / "o.safetensors", cfg, tmp_path / "w2")
+    result = _cli("--teacher", str(tmp_path / "nan.safetensors"), *base, "--out", str(tmp_path / "p.safetensors"))
+    assert result.returncode == 2 and "nan.safetensors" in result.stderr and "NaN or infinite" in result.stderr
 
 
 def test_a_half_written_checkpoint_is_cleared_before_the_next_run(tmp_path):
-    from swd_distill.distill import DistillConfig, distill
-    from swd_distill.teacher import TeacherConfig, train_teacher
-    torch.set_num_threads(1)
-    train_teacher(tmp_path / "t.safetensors", TeacherConfig(steps=2, batch=4, warmup=1), tmp_path / "w")
-    work = tmp_path / "work"
-    work.mkdir()
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    work = tmp_path / "work" / "o"
+    work.mkdir(parents=True)
     (work / "student.ckpt.tmp").write_bytes(b"half a checkpoint")
-    distill(tmp_path / "t.safetensors", tmp_path / "o.safetensors",
-            DistillConfig(steps=1, warm_steps=1, batch=4, rank=4, recipe="mmd", data="real"), work)
+    result = _cli("--teacher", str(teacher), "--dataset", str(samples), "--steps", "1", "--warm-steps", "1",
+                  "--batch", "4", "--rank", "4", "--recipe", "mmd", "--out", str(tmp_path / "o.safetensors"),
+                  "--work", str(tmp_path / "work"))
+    assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in work.iterdir()) == ["student.ckpt.safetensors"]
 
 
@@ -357,8 +367,9 @@ def test_teacher_resume_without_a_checkpoint_says_so(tmp_path, capsys):
 def test_ctrl_c_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
     import signal
     import time
-    proc = subprocess.Popen([sys.executable, "-m", "swd_distill", "distill", "--recipe", "mmd", "--data", "real",
-                             "--batch", "4", "--rank", "4", "--steps", "100000", "--checkpoint-every", "1",
+    teacher, samples = _tiny_teacher_and_samples(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "swd_distill", "distill", "--recipe", "mmd",
+                             "--teacher", str(teacher), "--dataset", str(samples), "--batch", "4", "--rank", "4", "--steps", "100000", "--checkpoint-every", "1",
                              "--threads", "1", "--out", str(tmp_path / "o.safetensors"), "--work", str(tmp_path)],
                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True,
                             # a shell started in the background ignores SIGINT for its children: give it back
