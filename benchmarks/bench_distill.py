@@ -37,33 +37,28 @@ GIB = 2 ** 30
 WORLDS = (2, 4, 8)
 CARDS = (24, 48, 80)  # GiB
 
-# row: (model, recipe, Network's checkpointing as it is (False) or every FLUX block (True), FSDP rows too)
+# row: (model, recipe, FSDP rows too)
 ROWS = {
-    "sd3.5-medium": ("sd3.5-medium", "full", False, True),
-    "sd3.5-large": ("sd3.5-large", "full", False, True),
-    "flux.1-dev": ("flux.1-dev", "full", True, True),
-    "flux.1-dev/double-blocks-checkpointed": ("flux.1-dev", "full", False, False),
-    "sdxl/mmd": ("sdxl", "mmd", False, True),
-    "sdxl/full": ("sdxl", "full", False, True),
+    "sd3.5-medium": ("sd3.5-medium", "full"),
+    "sd3.5-large": ("sd3.5-large", "full"),
+    "flux.1-dev": ("flux.1-dev", "full"),
+    "sdxl/mmd": ("sdxl", "mmd"),
+    "sdxl/full": ("sdxl", "full"),
 }
 TITLES = {
     "sd3.5-medium": "SD3.5 Medium, official recipe (DMD cfg 7, fake score, GAN, patch)",
     "sd3.5-large": "SD3.5 Large, official recipe (DMD cfg 4.5)",
-    "flux.1-dev": "FLUX.1-dev, official recipe (guidance 3.5), all 57 blocks checkpointed",
-    "flux.1-dev/double-blocks-checkpointed": "FLUX.1-dev, only the 19 double blocks checkpointed (Network today)",
+    "flux.1-dev": "FLUX.1-dev, official recipe (guidance 3.5)",
     "sdxl/mmd": "SDXL, mmd (the official SDXL recipe: patch loss on the teacher, one network)",
     "sdxl/full": "SDXL, full recipe (DMD cfg 7, fake score, GAN, patch)",
 }
 
 
-def measure(model: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bool, checkpoint_all: bool,
-            px: int = 1024) -> dict:
+def measure(model: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bool, px: int = 1024) -> dict:
     cmd = [sys.executable, str(HERE / "fake_distill.py"), model, str(batch), "--recipe", recipe,
            "--fake-updates", str(fake_updates), "--px", str(px)]
     if fsdp_path:
         cmd.append("--fsdp-path")
-    if checkpoint_all:
-        cmd.append("--checkpoint-single-blocks")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
     if out.returncode:
@@ -92,11 +87,10 @@ def smallest_card(gib: float) -> str:
 def memory(args) -> list[dict]:
     jobs = []
     for row in args.rows:
-        model, recipe, checkpoint_all, fsdp = ROWS[row]
+        model, recipe = ROWS[row]
         for batch in args.batches:
-            jobs.append((row, batch, False, (model, batch, recipe, args.fake_updates, False, checkpoint_all)))
-            if fsdp:
-                jobs.append((row, batch, True, (model, batch, recipe, args.fake_updates, True, checkpoint_all)))
+            for fsdp_path in (False, True):
+                jobs.append((row, batch, fsdp_path, (model, batch, recipe, args.fake_updates, fsdp_path)))
     results: dict[tuple, dict] = {}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(measure, *job[3]): job for job in jobs}
@@ -105,7 +99,7 @@ def memory(args) -> list[dict]:
             results[(row, batch, fsdp_path)] = future.result()
     table = []
     for row in args.rows:
-        model, recipe, checkpoint_all, fsdp = ROWS[row]
+        model, recipe = ROWS[row]
         for batch in args.batches:
             one = results[(row, batch, False)]
             line = {"row": row, "title": TITLES[row], "model": model, "recipe": recipe, "batch": batch,
@@ -118,21 +112,20 @@ def memory(args) -> list[dict]:
             line.update({
                 "one_device_gib": round(one["peak"] / GIB, 2), "peak_phase": one["peak_phase"],
                 "at_peak_gib": {k: round(v / GIB, 2) for k, v in one["at_peak"].items()},
-                "params": one["params"], "patched": one["patched"], "fake_updates": one["fake_updates"],
+                "params": one["params"], "fake_updates": one["fake_updates"],
                 "seconds": one["seconds"]})
-            if fsdp:
-                fs = results[(row, batch, True)]
-                if "error" in fs:
-                    line["fsdp_error"] = fs
-                else:
-                    line["fsdp_model_gib"] = {
-                        str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"], False)) / GIB, 2)
+            fs = results[(row, batch, True)]
+            if "error" in fs:
+                line["fsdp_error"] = fs
+            else:
+                line["fsdp_model_gib"] = {
+                    str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"], False)) / GIB, 2)
+                    for n in WORLDS}
+                line["fsdp_units"] = fs["units"]
+                if model.startswith("flux"):
+                    line["fsdp_model_single_blocks_sharded_gib"] = {
+                        str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"], True)) / GIB, 2)
                         for n in WORLDS}
-                    line["fsdp_units"] = fs["units"]
-                    if model.startswith("flux"):
-                        line["fsdp_model_single_blocks_sharded_gib"] = {
-                            str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"], True)) / GIB, 2)
-                            for n in WORLDS}
             table.append(line)
             print(json.dumps(line), flush=True)
     return table
@@ -184,23 +177,28 @@ def throughput(args) -> list[dict]:
             row = {"setting": what, **json.loads(out.stdout.strip().splitlines()[-1]),
                    "load_average_before": round(load, 2)}
         if "max_memory_allocated_gb" in row:  # the tracker on the same setting, for comparison
-            fake = measure("sd3.5-medium", row["global_batch"], "full", 5, False, False, px=512)
+            fake = measure("sd3.5-medium", row["global_batch"], "full", 5, False, px=512)
             if "peak" in fake:
                 row["fake_tensor_tracker_gb"] = round(fake["peak"] / 1e9, 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\nThroughput (real runs): steps/s of Engine.step (5 fake-score updates + 1 generator update, each on its "
           "own batch); samples/s = global batch x steps/s")
-    print("| setting | global batch | steps/s | samples/s | peak GB (CUDA allocator / fake-tensor tracker) |")
-    print("|---|---|---|---|---|")
+    print("| setting | global batch | steps/s | samples/s | load average before | peak GB (CUDA allocator / "
+          "fake-tensor tracker) |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         if "error" in row:
-            print(f"| {row['setting']} | error: {row['error']} | | | |")
+            print(f"| {row['setting']} | error: {row['error']} | | | | |")
         else:
             peak = (f"{row['max_memory_allocated_gb']} / {row.get('fake_tensor_tracker_gb', '-')}"
                     if "max_memory_allocated_gb" in row else "-")
             print(f"| {row['setting']} ({row['device']}) | {row['global_batch']} | {row['steps_per_s']} | "
-                  f"{row['samples_per_s']} | {peak} |")
+                  f"{row['samples_per_s']} | {row['load_average_before']} | {peak} |")
+    cores = os.cpu_count() or 1
+    if any(row.get("device") == "cpu" and row.get("load_average_before", 0) > cores for row in rows):
+        print(f"The machine was busy (load average above its {cores} cores before a CPU run): other processes share "
+              f"the cores, so these CPU figures are low, the multi-threaded ones most.")
     return rows
 
 

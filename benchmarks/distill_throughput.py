@@ -51,7 +51,7 @@ def large_setup(name: str, px: int, device, depth: int | None):
     """A real-size model with random weights on `device` (depth: a shallower stand-in, to try this path on a CPU)."""
     import fake_distill
     from swd_distill.network import Network
-    fake_distill._pack_gaps(name, [])
+    fake_distill._as_distill()
     if depth is not None:  # smoke test of this code path only
         config = dict(fake_distill.MODELS[name][0])
         config.update(depth=depth, x_block_self_attn_layers=[], num_patches=64 * 64, pos_embed_max_size=64,
@@ -100,6 +100,8 @@ def main() -> None:
     from swd_distill.distill import DistillConfig, Distiller, Split
     from swd_distill.train import Engine
 
+    import comfy.model_management
+    comfy.model_management.in_training = True  # as swd_distill.train.distill sets it around its loop
     if args.model == "tiny":
         net, latents, conds, negative, settings = tiny_setup(device)
         batch = args.batch or 32

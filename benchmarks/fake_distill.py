@@ -37,11 +37,7 @@ Two things FakeTensorMode cannot do and this file works around (neither changes 
   so the swap of a tensor with a view of itself is skipped.
 - `discriminator_head` reads its widths with `torch.linspace(...).tolist()`, data a fake tensor does not have; the
   head (3 M parameters) is built from real tensors and its parameters then made fake.
-And three things the step itself meets on these ComfyUI 0.30 models, with or without fake tensors (`_pack_gaps`,
-listed in the output under `patched`): FLUX needs `comfy.model_management.in_training` (RoPE through comfy_kitchen
-has no backward otherwise) and out-of-place residual adds in its blocks (ComfyUI's `img += ...` overwrites a tensor
-LayerNorm saved); SDXL's UNet never calls its blocks (forward_timestep_embed loops over their layers), so Network's
-per-block checkpointing and feature hook need the UNet to call them.
+`comfy.model_management.in_training` is set, as `swd_distill.train.distill` sets it around its loop.
 `.item()` of a fake loss gives a symbolic float (FakeTensorMode with a ShapeEnv allowing scalar outputs), so the
 Engine's loss logging runs unchanged.
 """
@@ -189,49 +185,11 @@ def _workarounds(mode, tracker: LiveBytes) -> None:
     distill.discriminator_head = fake_head
 
 
-def _pack_gaps(name: str, notes: list[str]) -> None:
-    """Gaps of the pack's step on real ComfyUI models that stop it from running at all; each is bridged here as its
-    fix would, and named in the output (`patched`)."""
+def _as_distill() -> None:
+    """What `swd_distill.train.distill` sets around its loop (the bench calls `Engine.step` itself), as ComfyUI's
+    TrainLoraNode does: ComfyUI's models take their differentiable code paths (FLUX's RoPE without comfy_kitchen)."""
     import comfy.model_management
-    if name.startswith("flux"):
-        # ComfyUI's FLUX attention applies RoPE with comfy_kitchen's op, which has no autograd formula, unless
-        # comfy.model_management.in_training is set (ComfyUI's TrainLoraNode sets it while it trains)
-        comfy.model_management.in_training = True
-        notes.append("comfy.model_management.in_training = True (else FLUX's backward fails in "
-                     "comfy_kitchen.apply_rope, which has no autograd formula)")
-        # ComfyUI's FLUX blocks add their residuals in place (`img += ...`, `x += ...`) into a tensor their
-        # LayerNorm saved for backward: any backward through them fails ("modified by an inplace operation"),
-        # checkpointed or not. The same forward source with out-of-place adds:
-        import inspect
-        import textwrap
-
-        import comfy.ldm.flux.layers as layers
-        for cls in (layers.DoubleStreamBlock, layers.SingleStreamBlock):
-            source = textwrap.dedent(inspect.getsource(cls.forward))
-            fixed = source
-            for name in ("img", "txt", "x"):
-                fixed = fixed.replace(f" {name} += ", f" {name} = {name} + ")
-            if fixed == source:
-                raise AssertionError(f"{cls.__name__}.forward has no in-place residual add any more")
-            scope: dict = {}
-            exec(compile(fixed, inspect.getsourcefile(cls), "exec"), vars(layers), scope)
-            cls.forward = scope["forward"]
-        notes.append("FLUX's DoubleStreamBlock / SingleStreamBlock add their residuals out of place (ComfyUI's "
-                     "in-place `img += ...` makes every backward through them fail)")
-    if name == "sdxl":
-        # ComfyUI's UNet runs a block (TimestepEmbedSequential) by looping over its layers in
-        # forward_timestep_embed, never calling the block: Network's per-block checkpointing and feature hook never
-        # run. Route the UNet's calls through the block's __call__ (whose forward is that same loop).
-        import comfy.ldm.modules.diffusionmodules.openaimodel as unet
-        loop = unet.forward_timestep_embed
-
-        def forward(self, *args, **kwargs):
-            return loop(self, *args, **kwargs)
-        unet.TimestepEmbedSequential.forward = forward
-        unet.forward_timestep_embed = lambda block, *args, **kwargs: block(*args, **kwargs)
-        notes.append("the UNet calls each block (TimestepEmbedSequential) instead of looping over its layers, so that "
-                     "Network's checkpointing and feature hook run (else: no checkpointing, and the patch loss "
-                     "fails with KeyError 'h')")
+    comfy.model_management.in_training = True
 
 
 def model_config(name: str):
@@ -265,8 +223,7 @@ def _unit_bytes(modules, dtype_bytes: int = 2) -> tuple[int, int]:
     return (sum(p.numel() for p in params) * dtype_bytes, sum(p.numel() for p in params if p.requires_grad))
 
 
-def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bool,
-            checkpoint_all: bool = False, px: int = 1024) -> dict:
+def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bool, px: int = 1024) -> dict:
     from swd_distill.model import import_comfy
     import_comfy(cpu=True)
     from comfy.cli_args import args
@@ -284,8 +241,7 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
     _, preset, _, cfg_value, latent_shape = MODELS[name]
     latent_shape = (latent_shape[0], px // 8, px // 8)
     t0 = time.time()
-    patched: list[str] = []
-    _pack_gaps(name, patched)
+    _as_distill()
     config = model_config(name)
     mode = FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True,
                           shape_env=ShapeEnv(allow_scalar_outputs=True))
@@ -306,9 +262,6 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
         for b in base.buffers():
             tracker.label(b, "buffers")
         net = Network(base, dtype=torch.bfloat16, checkpointing=True)
-        if checkpoint_all and net.family == "flux":  # not what Network does: it checkpoints the double blocks only
-            for block in net.dm.single_blocks:
-                net._checkpoint(block)
     entry = conditioning(name)
     encoded = net.encode(entry, latent_shape)  # real tensors, outside the fake mode (the data loader's side)
     dataset = Latents(torch.zeros(1, *latent_shape), [encoded], 1)
@@ -357,7 +310,6 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
     largest = max(blocks)
     out = {
         "model": name, "batch": batch, "recipe": recipe, "fake_updates": fake_updates, "fsdp_path": fsdp_path,
-        "checkpoint_single_blocks": checkpoint_all, "patched": patched,
         "latent": list(latent_shape), "preset": preset, "family": net.family,
         "params": {"base": sum(p.numel() for p in net.dm.parameters() if not p.requires_grad),
                    "student": sum(p.numel() for p in run.student.params),
@@ -388,12 +340,10 @@ def main() -> None:
     parser.add_argument("--fake-updates", type=int, default=5)
     parser.add_argument("--fsdp-path", action="store_true")
     parser.add_argument("--px", type=int, default=1024, help="image side (latent side px / 8)")
-    parser.add_argument("--checkpoint-single-blocks", action="store_true",
-                        help="FLUX: checkpoint the 38 single blocks too (Network checkpoints the double blocks only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(json.dumps(measure(args.model, args.batch, args.recipe, args.fake_updates, args.fsdp_path,
-                             args.checkpoint_single_blocks, args.px)), flush=True)
+    print(json.dumps(measure(args.model, args.batch, args.recipe, args.fake_updates, args.fsdp_path, args.px)),
+          flush=True)
 
 
 if __name__ == "__main__":
