@@ -46,7 +46,6 @@ RANGES = {
 POSITIVE = {"lr", "fake_lr", "clip", "rbf_sigma"}  # 0 is not allowed either
 CHOICES = {"recipe": ("full", "mmd"), "patch": ("linear", "rbf", "rbf-median", "none"), "parallel": ("ddp", "fsdp"),
            "dtype": ("fp32", "bf16", "fp64")}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 
 
 class UsageError(ValueError):
@@ -251,31 +250,28 @@ def _run(args) -> None:
         train_teacher(args.out, _config(args, TeacherConfig), args.work / "teacher", args.resume)
     elif args.command == "samples":
         samples_command(args)
-    elif args.command in ("samples", "distill", "student"):
-        if args.command != "samples" and args.warm_steps > args.steps:
+    elif args.command in ("distill", "student"):
+        if args.warm_steps > args.steps:
             raise UsageError(f"--warm-steps {args.warm_steps} is more than --steps {args.steps}")
-        cfg = _config(args, DistillConfig) if args.command != "samples" else None
-        if cfg is not None:
-            _check_out(args.out, args.replace_shipped)
-            _check_batch(cfg.batch, cfg.grad_accum)
-            if args.parallel == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise UsageError("--parallel fsdp is not finished yet (FSDP2's backward through the patch features "
-                                 "fails); use --parallel ddp")
-            if cfg.batch_mmd and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise UsageError("--batch-mmd pools the features of the whole batch, which the processes split: "
-                                 "run it in one process, or turn it off")
+        cfg = _config(args, DistillConfig)
+        _check_out(args.out, args.replace_shipped)
+        _check_batch(cfg.batch, cfg.grad_accum)
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if args.parallel == "fsdp" and processes > 1:
+            raise UsageError("--parallel fsdp is not finished yet (FSDP2's backward through the patch features "
+                             "fails); use --parallel ddp")
+        if cfg.batch_mmd and processes > 1:
+            raise UsageError("--batch-mmd pools the features of the whole batch, which the processes split: "
+                             "run it in one process, or turn it off")
         dataset = args.dataset
-        if cfg is None:  # `samples`: make or finish the folder (the default one, or --dataset)
-            teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg, dataset)
-        elif dataset is None:
+        if dataset is None:
             if not _is_tiny(args.teacher):
                 raise UsageError(f"--dataset is needed for --teacher {args.teacher}: make one with `python -m "
                                  f"swd_distill samples` or the SwD Teacher Samples node")
             dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
-        if cfg is not None:
-            from .run import distill_files
-            distill_files(args.teacher, dataset, args.out, cfg, args.work / args.out.stem, args.resume,
-                          args.parallel, args.dtype, args.checkpointing)
+        from .run import distill_files
+        distill_files(args.teacher, dataset, args.out, cfg, args.work / args.out.stem, args.resume,
+                      args.parallel, args.dtype, args.checkpointing)
     else:
         from .evaluate import main as evaluate
         sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))

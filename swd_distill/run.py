@@ -66,7 +66,7 @@ def distill_files(teacher: Path, dataset: Path, out: Path, cfg, work: Path, resu
     from . import samples
     from .data import Dataset
     from .network import Network
-    from .runner import Parallel, Progress, checkpoint_path, sort_metadata  # noqa: F401
+    from .runner import Parallel, Progress, checkpoint_path
     from .distill import Split
     from .train import distill, lora_metadata
     par = Parallel()
