@@ -129,7 +129,8 @@ class SwDDistillLoRA(io.ComfyNode):
                 io.Combo.Input("patch_kernel", options=["linear", "rbf", "none"], default="linear",
                                tooltip="The patch loss: linear (per-channel mean matching, the released default) or "
                                        "rbf (unbiased MMD, sigma 100); none turns it off (full recipe only)."),
-                io.Float.Input("patch_weight", default=1.0, min=0.0, max=100.0, step=0.1),
+                io.Float.Input("patch_weight", default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="The patch loss's weight in the generator's loss (official: 1)."),
                 io.Int.Input("patch_block", default=-1, min=-1, max=200,
                              tooltip="The block whose image tokens the patch loss and the GAN head see: SD3's joint "
                                      "blocks, FLUX's double blocks, a UNet's input/middle/output blocks; -1: the "
@@ -155,7 +156,8 @@ class SwDDistillLoRA(io.ComfyNode):
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue from that checkpoint (same settings) instead of starting over; "
                                          "Cancel keeps the last step's checkpoint."),
-                io.Int.Input("checkpoint_every", default=100, min=1, max=100000),
+                io.Int.Input("checkpoint_every", default=100, min=1, max=100000,
+                             tooltip="Write the checkpoint every N steps (and at the end, and on Cancel)."),
                 io.Int.Input("preview_every", default=50, min=0, max=100000,
                              tooltip="Show the student's sample of the first prompt every N steps (0: never)."),
             ],

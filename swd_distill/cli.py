@@ -263,23 +263,14 @@ def _run(args) -> None:
         if cfg.batch_mmd and processes > 1:
             raise UsageError("--batch-mmd pools the features of the whole batch, which the processes split: "
                              "run it in one process, or turn it off")
-        dataset = args.dataset
-        if dataset is None:
-            if not _is_tiny(args.teacher):
-                raise UsageError(f"--dataset is needed for --teacher {args.teacher}: make one with `python -m "
-                                 f"swd_distill samples` or the SwD Teacher Samples node")
-            dataset = teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
+        def tiny_samples() -> Path:  # the tiny teacher's default dataset, made on first use
+            return teacher_samples(args.teacher, args.per_caption, args.sample_steps, args.sample_cfg)
         from .run import distill_files
-        distill_files(args.teacher, dataset, args.out, cfg, args.work / args.out.stem, args.resume,
-                      args.parallel, args.dtype, args.checkpointing)
+        distill_files(args.teacher, args.dataset or tiny_samples, args.out, cfg, args.work / args.out.stem,
+                      args.resume, args.parallel, args.dtype, args.checkpointing)
     else:
         from .evaluate import main as evaluate
         sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))
-
-
-def _is_tiny(teacher: Path) -> bool:
-    from .tiny import TEACHER_FILE
-    return teacher.name == TEACHER_FILE or teacher.resolve() == (MODELS / "diffusion_models" / TEACHER_FILE).resolve()
 
 
 def teacher_samples(teacher: Path, per_caption: int, steps: int, cfg: float, folder: Path | None = None) -> Path:

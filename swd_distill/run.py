@@ -61,8 +61,9 @@ def negative_of(folder: Path, net, latent_shape) -> dict | None:
     return None
 
 
-def distill_files(teacher: Path, dataset: Path, out: Path, cfg, work: Path, resume: bool, parallel: str,
+def distill_files(teacher: Path, dataset, out: Path, cfg, work: Path, resume: bool, parallel: str,
                   dtype: str | None, checkpointing: bool) -> None:
+    """`dataset`: the folder, or (no --dataset) a function that makes the tiny teacher's default one."""
     from . import samples
     from .data import Dataset
     from .network import Network
@@ -74,6 +75,11 @@ def distill_files(teacher: Path, dataset: Path, out: Path, cfg, work: Path, resu
         torch_dtype = DTYPES[dtype] if dtype else (torch.bfloat16 if par.device.type == "cuda" else torch.float32)
         base = load_model(teacher, par.device, torch_dtype)
         net = Network(base, torch_dtype, checkpointing)
+        if callable(dataset):  # no --dataset: only the tiny teacher has a default one
+            if not is_tiny(net):
+                raise ValueError(f"--dataset is needed for --teacher {teacher}: make one with `python -m "
+                                 f"swd_distill samples` or the SwD Teacher Samples node")
+            dataset = dataset()
         latents, entries, captions = samples.load_dataset(dataset)
         shape = tuple(latents.shape[1:])
         if shape[0] != net.latent_channels:
