@@ -273,6 +273,12 @@ def _run(args) -> None:
         sys.exit(evaluate(args.samples, args.student, args.json, args.student_only))
 
 
+def _is_tiny(teacher: Path) -> bool:
+    """The `samples` command's default prompts and size are the tiny family's (its shipped teacher file)."""
+    from .tiny import TEACHER_FILE
+    return teacher.name == TEACHER_FILE or teacher.resolve() == (MODELS / "diffusion_models" / TEACHER_FILE).resolve()
+
+
 def teacher_samples(teacher: Path, per_caption: int, steps: int, cfg: float, folder: Path | None = None) -> Path:
     """Make (or finish) the tiny teacher's samples of the seen captions (by default in a folder of .swd_work/ named
     after the settings, shared by every run); returns their folder."""
