@@ -9,6 +9,7 @@ to the loras folder.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
+from ..swd_sampler.errors import SwDError
 from ..swd_sampler.schedule import CUSTOM, PRESET_NAMES, PRESETS, ScheduleError, resolve
 from .lora import lora_targets, model_architecture
 from .model_info import renoise_with
@@ -38,8 +40,12 @@ DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}
 CHECKPOINTS = "swd_distill"
 
 
-class DistillInputError(ValueError):
+class DistillInputError(SwDError):
     """An input of SwD Distill LoRA that cannot be used; the message names it."""
+
+
+class DistillOutOfMemoryError(SwDError):
+    """The distillation did not fit in memory; the message names the inputs that lower its memory."""
 
 
 def _first(value):
@@ -155,9 +161,11 @@ class SwDDistillLoRA(io.ComfyNode):
                                 tooltip=f"Checkpoints go to ComfyUI's output/{CHECKPOINTS}/<name>.ckpt.safetensors."),
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue from that checkpoint (same settings) instead of starting over; "
-                                         "Cancel keeps the last step's checkpoint."),
+                                         "Cancel keeps the checkpoint last written."),
                 io.Int.Input("checkpoint_every", default=100, min=1, max=100000,
-                             tooltip="Write the checkpoint every N steps (and at the end, and on Cancel)."),
+                             tooltip="Write the checkpoint every N steps and at the end. Cancel stops in the middle of "
+                                     "a step, which is lost: resume continues from the last checkpoint written (a "
+                                     "Cancel between steps or during a preview writes that step's)."),
                 io.Int.Input("preview_every", default=50, min=0, max=100000,
                              tooltip="Show the student's sample of the first prompt every N steps (0: never)."),
             ],
@@ -176,14 +184,37 @@ class SwDDistillLoRA(io.ComfyNode):
     def execute(cls, **inputs) -> io.NodeOutput:
         latents, positive = inputs.pop("latents"), inputs.pop("positive")
         args = {k: _first(v) for k, v in inputs.items()}
+        from swd_distill.adapters import AdapterError
         from swd_distill.data import DataError
         try:
             return _distill(args, latents, positive)
-        except (DistillInputError, DataError, ScheduleError) as e:
-            raise ValueError(f"SwD Distill LoRA: {e}") from None
+        except (DistillInputError, DataError, ScheduleError, AdapterError) as e:
+            raise DistillInputError(f"SwD Distill LoRA: {e}") from None
         except torch.OutOfMemoryError:
-            raise RuntimeError("SwD Distill LoRA: out of memory. Lower batch_size, turn gradient_checkpointing on, "
-                               "use training_dtype bf16 (or the mmd recipe, which holds one network)") from None
+            failure = DistillOutOfMemoryError(_memory_advice(args))
+        except comfy.model_management.InterruptProcessingException:
+            failure = comfy.model_management.InterruptProcessingException()
+        _release_memory()  # out of the handler: the caught error's traceback, which held the training copy, is gone
+        raise failure
+
+
+def _memory_advice(args) -> str:
+    batch, checkpointing, dtype = args["batch_size"], args["gradient_checkpointing"], args["training_dtype"]
+    full = RECIPES[args["recipe"]] == "full"
+    tips = [tip for tip, useful in (("lower batch_size", batch > 1),
+                                    ("turn gradient_checkpointing on", not checkpointing),
+                                    ("set training_dtype to bf16", dtype != "bf16"),
+                                    ("use the mmd recipe (no fake score)", full)) if useful]
+    return (f"SwD Distill LoRA: out of memory with batch_size {batch}, gradient_checkpointing "
+            f"{'on' if checkpointing else 'off'}, training_dtype {dtype}: "
+            + ("; ".join(tips) if tips else "these are the lowest settings: use a smaller model or more memory")
+            + f". The teacher is unchanged; checkpoints already written stay in output/{CHECKPOINTS}/.")
+
+
+def _release_memory() -> None:
+    """Free the training copy: its patched blocks hold reference cycles, which only the collector frees."""
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
 
 
 def _config(args):
@@ -262,16 +293,20 @@ def _distill(args, latents_in, positive_in):
         def on_step(step, logs):
             for key, value in logs.items():
                 loss_map.setdefault(key, []).append(value)
-            pbar.update_absolute(step, cfg.steps, previewer(step))
+            try:  # a Cancel raised here (the progress hook, the preview's layers) comes after a whole step: the
+                # loop is to stop and write its checkpoint (one raised by the layers inside a step loses that step)
+                pbar.update_absolute(step, cfg.steps, previewer(step))
+            except comfy.model_management.InterruptProcessingException:
+                comfy.model_management.interrupt_current_processing(True)
 
         try:
             lora, steps, history = distill(net, data, negative, cfg, checkpoint=checkpoint, resume=args["resume"],
                                            start_lora=start, on_step=on_step,
                                            should_stop=comfy.model_management.processing_interrupted)
         finally:
-            del net, base, patcher
-            comfy.model_management.soft_empty_cache()
-    comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: the checkpoint is written
+            del net, base, patcher, previewer  # on an error its traceback holds them: execute releases them then
+            _release_memory()
+    comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel between steps: checkpoint written
     student = apply_lora(model, lora, family)
     text = f"{steps} steps; last losses: " + ", ".join(f"{k} {v:.4g}" for k, v in (history[-1] if history else
                                                                                    {}).items())

@@ -112,3 +112,4 @@ def test_bad_inputs_are_refused_naming_them(comfy):
             comfy.run({**nodes, "distill": node,
                        "show": {"class_type": "SwDTestShowValue", "inputs": {"value": ["distill", 4]}}})
         assert message in e.value.message, e.value.message
+        assert e.value.details.get("exception_type", "").endswith(".DistillInputError"), e.value.details  # SwDError
