@@ -19,7 +19,7 @@ import folder_paths
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # tests/, for tiny_models
 from tiny_models import COND, SDXL_CONTEXT, UNET_FILE  # noqa: E402
 
-from . import faults  # noqa: E402
+from . import distill_faults, faults  # noqa: E402
 
 SDXL_TINY_UNET = {
     "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32,
@@ -343,4 +343,4 @@ class SwDTestSaveTensors:
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
     SwDTestConditioning, SwDTestRandomLatent, SwDTestTensor, SwDTestCallLog, SwDTestCaptureCalls, SwDTestDumpWeights,
     SwDTestTinyCheckpoint, SwDTestTinyUNet, SwDTestTinyCLIP, SwDTestTinyVAE, SwDTestShowValue,
-    SwDTestSaveTensors)} | faults.NODE_CLASS_MAPPINGS
+    SwDTestSaveTensors)} | faults.NODE_CLASS_MAPPINGS | distill_faults.NODE_CLASS_MAPPINGS
