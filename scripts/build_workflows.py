@@ -127,7 +127,10 @@ class Node:
             else:
                 raise KeyError(f"{self.type}: widget {name!r} has no default; give its value")
             self.widgets_values.append(value)
-            if opts.get("control_after_generate"):
+            control = opts.get("control_after_generate")
+            if control is None:  # the frontend's integer widget adds one to a seed whose spec does not say
+                control = spec[0] == "INT" and name in ("seed", "noise_seed")
+            if control:
                 self.widgets_values.append(widgets.get(f"{name}:control", "fixed"))
             if opts.get("image_upload"):  # the upload button, which the frontend saves as "image"
                 self.widgets_values.append("image")
@@ -349,6 +352,10 @@ def build(oi: dict) -> dict[str, Graph]:
     graphs["swd_tiny_img2img"] = tiny_img2img(oi)
     graphs["swd_tiny_hires_2x"] = tiny_hires_2x(oi)
     graphs["swd_tiny_inpaint"] = tiny_inpaint(oi)
+    graphs["swd_distill_tiny"] = distill_tiny(oi)
+    graphs["swd_distill_sd35_medium"] = distill_real(oi, "sd35")
+    graphs["swd_distill_flux_dev"] = distill_real(oi, "flux")
+    graphs["swd_distill_sdxl"] = distill_real(oi, "sdxl")
     return graphs
 
 
@@ -725,6 +732,214 @@ def tiny_inpaint(oi) -> Graph:
            + OWN_PICTURE + f"\n\n{TINY_GRAMMAR}\n\n{TINY_ABOUT}", (40, 400), [360, 1000])
     return g
 
+
+# --- distillation in a graph: SwD Teacher Samples -> SwD Distill LoRA -> SwD Save LoRA -> SwD KSampler ----------
+
+DISTILL_COLORS = {"color": "#223", "bgcolor": "#335"}
+# swd_distill_tiny queued as shipped on this project's 2 idle CPU cores (ComfyUI --cpu): seconds per stage
+TINY_DISTILL = {"per_prompt": 2, "samples_s": 61, "distill_s": 192, "draw_s": 1}
+DISTILL_FILES = (
+    "**Where the files go**\n- *SwD Save LoRA* writes `<filename_prefix>_00001_.safetensors` (fp16, the released "
+    "PEFT keys, the preset in its metadata) into the first ComfyUI loras folder outside this pack, normally "
+    "`ComfyUI/models/loras/swd/`; *SwD LoRA Loader* lists it after a refresh (press R) and reads its preset from the "
+    "metadata, whatever the file is called.\n- Checkpoints (both adapters, the GAN head, the optimizers, the step): "
+    "`ComfyUI/output/swd_distill/<checkpoint_name>.ckpt.safetensors`, every *checkpoint_every* steps and at the "
+    "end.")
+DISTILL_RESUME = (
+    "**Cancel and resume**: *Cancel* stops SwD Distill LoRA and the graph (nothing is saved to the loras folder). The "
+    "checkpoint keeps the last step written: every *checkpoint_every* steps, or the step you cancelled at when the "
+    "Cancel came between two steps or during a preview; a step cut in the middle is lost. To go on, turn *resume* on "
+    "and queue again with the same settings (only *steps* and *checkpoint_every* may change, so raise *steps* to "
+    "train longer): it continues from the checkpoint, and ComfyUI still holds the teacher samples in its cache "
+    "unless it was restarted. With *resume* off a run starts at step 0 and overwrites the checkpoint of that name.")
+
+
+def teacher_samples(g: Graph, model, clip, pos_xy, captions: list[str], **widgets) -> Node:
+    node = g.add("SwDTeacherSamples", pos_xy, size=[420, 620], colors=PROMPT_COLORS, prompts="\n".join(captions),
+                 **widgets)
+    g.connect(model, node, "model")
+    g.connect(clip, node, "clip")
+    return node
+
+
+def distill_lora(g: Graph, model, data: Node, pos_xy, size=None, **widgets) -> tuple[Node, Node]:
+    """SwD Distill LoRA on the teacher and SwD Teacher Samples' lists, and SwD Save LoRA below it (its preset
+    driven by the distiller's)."""
+    distill = g.add("SwDDistillLoRA", pos_xy, size=size or [360, 780], colors=DISTILL_COLORS, **widgets)
+    g.connect(model, distill, "model")
+    for name in ("latents", "positive", "negative"):
+        g.connect(data.out(name), distill, name)
+    save = g.add("SwDSaveLoRA", (pos_xy[0], pos_xy[1] + (size or [0, 780])[1] + 60), size=[360, 130],
+                 preset=widgets["preset"], filename_prefix=f"swd/{widgets['checkpoint_name']}")
+    g.connect(distill.out("lora"), save, "lora")
+    connect_preset(g, distill, save)
+    return distill, save
+
+
+def distill_tiny(oi) -> Graph:
+    from swd_distill.splits import seen
+    g = Graph(oi, "swd_distill_tiny")
+    unet = g.add("UNETLoader", (40, 120), size=[360, 82], unet_name=TEACHER_FILE)
+    tiny = g.add("SwDTinyLoader", (40, 250), size=[360, 70])
+    captions = seen()
+    data = teacher_samples(g, unet.out(0), tiny.out("CLIP"), (440, 120), captions, width=TINY_PX, height=TINY_PX,
+                           steps=28, cfg=3.0, images_per_prompt=TINY_DISTILL["per_prompt"])
+    distill, save = distill_lora(
+        g, unet.out(0), data, (900, 120), preset=TINY_PRESET, recipe="full (DMD + patch + GAN)", steps=500,
+        warm_steps=100, batch_size=32, rank=32, learning_rate=3e-4, cfg=3.0, seed=1, training_dtype="fp32",
+        gradient_checkpointing=False, checkpoint_name="swd-tiny-distilled")
+    pos = tiny_caption(g, "\n".join(TINY_CAPTIONS), (1300, 120), title="Captions to draw")
+    neg = g.add("SwDTinyTextEncode", (1300, 300), size=[420, 100], title="Negative caption (the teacher's cfg 3)",
+                colors=NEGATIVE_COLORS, text="")
+    latent = tiny_latent(g, (1300, 450), batch_size=len(TINY_CAPTIONS))
+    student = swd_ksampler(g, distill, pos, neg, latent.out(0), (1760, 120), title="Your student: SwD, 4 steps",
+                           preset=TINY_PRESET)
+    decode_and_save(g, student.out(0), tiny.out("VAE"), "swd/distill_tiny", (2140, 120), below=True,
+                    title="Your student, 4 steps")
+    teacher = g.add("KSampler", (1760, 540), size=[340, 290], title="The teacher: 28 steps, cfg 3", seed=42,
+                    steps=28, cfg=3.0, sampler_name="euler", scheduler="simple")
+    g.connect(unet.out(0), teacher, "model")
+    g.connect(pos.out(0), teacher, "positive")
+    g.connect(neg.out(0), teacher, "negative")
+    g.connect(latent.out(0), teacher, "latent_image")
+    decode_and_save(g, teacher.out(0), tiny.out("VAE"), "", (2140, 600), preview=True, title="The teacher, 28 steps")
+    t = TINY_DISTILL
+    total = t["samples_s"] + t["distill_s"] + t["draw_s"]
+    g.note(
+        f"## Tiny demo · distil your own SwD student · on a CPU\nThe whole SwD recipe in one graph, on the tiny "
+        "family the pack ships (nothing to download): the teacher draws its own training data, SwD Distill LoRA "
+        "trains a 4-step scale-wise student LoRA on it, SwD Save LoRA writes the file, and the student (4 steps) is "
+        "drawn beside the teacher (28 steps, cfg 3) on the same captions.\n\n"
+        f"1. **SwD Teacher Samples**: the teacher's samples of the {len(captions)} *seen* captions of the tiny family "
+        f"(`swd_distill/splits.py`; the 48 held-out ones are never trained on), {t['per_prompt']} per caption "
+        f"({len(captions) * t['per_prompt']} images), {TINY_PX}×{TINY_PX} px, 28 steps, cfg 3: the official "
+        "recipe trains on the teacher's own samples.\n"
+        "2. **SwD Distill LoRA**: the settings of the shipped student (`make retrain-tiny`): preset *Tiny demo · 4 "
+        "steps*, the full recipe (DMD + patch loss + GAN), 500 steps of which 100 warm-start steps, batch 32, rank "
+        "32, lr 3e-4, teacher cfg 3, seed 1, fp32, no gradient checkpointing (a CPU has the memory).\n"
+        "3. **SwD Save LoRA** writes it; the student MODEL goes straight to *SwD Scale-wise KSampler*.\n\n"
+        f"**Run time**, measured on 2 CPU cores with nothing else running: about {total / 60:.0f} min in all "
+        f"({total} s): teacher samples {t['samples_s']} s, distillation {t['distill_s']} s, drawing about "
+        f"{t['draw_s']} s. Other jobs on the same cores slow torch down a lot (the teacher samples took 165 s and "
+        "510 s while other jobs kept 2-4 cores' worth busy). The progress bar shows the student's sample of the "
+        "first caption every 50 steps. Fewer *steps* or *images_per_prompt* make it quicker and the student "
+        "weaker; the shipped student (`swd-tiny-4-steps.safetensors`) was distilled from 8 samples per "
+        "caption.\n\n"
+        f"**Captions to draw**: one per line, one picture per line (the empty latent's batch_size = "
+        f"{len(TINY_CAPTIONS)} lines); the last one, `{TINY_CAPTIONS[-1]}`, is held out: the student never saw it.\n\n"
+        f"{DISTILL_FILES}\n\n{DISTILL_RESUME}\n\n{TINY_GRAMMAR}", (40, 380), [360, 1100])
+    return g
+
+
+DISTILL_PROMPTS = [
+    PROMPT,
+    "a cozy reading nook by a rainy window, warm lamp light, a cat asleep on a knitted blanket, film photograph",
+    "an astronaut riding a horse across a desert at sunset, dramatic clouds, cinematic wide shot",
+    "a bowl of ramen with a soft-boiled egg and spring onions, steam rising, top-down food photography",
+    "a lighthouse on a rocky cliff in a storm, crashing waves, oil painting",
+    "a portrait of an old fisherman with a weathered face and a knitted cap, natural light, 85 mm photograph",
+    "a futuristic city street at night with neon signs reflected in puddles, rain, cyberpunk illustration",
+    "a watercolor painting of a hummingbird drinking from a red hibiscus flower",
+]
+# family: title, teacher settings (SwD Teacher Samples), distillation settings, sampler preset, memory rows (GiB at
+# batch 1 / 4 on one device, README's bench-distill table)
+DISTILL_REAL = {
+    "sd35": {"name": "swd_distill_sd35_medium", "title": "SD3.5 Medium", "checkpoint": "swd-sd35-medium-4steps",
+             "teacher": {"cfg": 4.5, "steps": 28, "sampler_name": "euler", "scheduler": "simple"},
+             "distill": {"preset": "SD3.5 Medium · 4 steps", "recipe": "full (DMD + patch + GAN)", "cfg": 7.0,
+                         "batch_size": 4, "learning_rate": 5e-6, "patch_block": 11},
+             "memory": (7.8, 11.3), "latent": "EmptySD3LatentImage"},
+    "flux": {"name": "swd_distill_flux_dev", "title": "FLUX.1-dev", "checkpoint": "swd-flux-dev-4steps",
+             "teacher": {"cfg": 1.0, "guidance": 3.5, "steps": 28, "sampler_name": "euler", "scheduler": "simple"},
+             "distill": {"preset": "FLUX.1-dev · 4 steps", "recipe": "full (DMD + patch + GAN)", "cfg": 3.5,
+                         "batch_size": 1, "learning_rate": 5e-6},
+             "memory": (30.4, 39.3), "latent": "EmptySD3LatentImage"},
+    "sdxl": {"name": "swd_distill_sdxl", "title": "SDXL", "checkpoint": "swd-sdxl-4steps",
+             "teacher": {"cfg": 7.0, "steps": 30, "sampler_name": "dpmpp_2m", "scheduler": "karras"},
+             "distill": {"preset": "SDXL · 4 steps", "recipe": "mmd (patch loss only)", "cfg": 7.0, "batch_size": 4,
+                         "learning_rate": 5e-6},
+             "memory": (8.4, 12.0), "latent": "EmptyLatentImage"},
+}
+
+
+def distill_real(oi, family: str) -> Graph:
+    spec = DISTILL_REAL[family]
+    g = Graph(oi, spec["name"])
+    if family == "flux":
+        loader = g.add("UNETLoader", (40, 120), size=[360, 82], models=[FLUX_DEV], unet_name=FLUX_DEV["name"])
+        clip = text_encoders(g, "flux", (40, 250)).out(0)
+        vae = g.add("VAELoader", (40, 470), size=[360, 60], models=[FLUX_VAE], vae_name=FLUX_VAE["name"]).out(0)
+        model, files = loader.out(0), [FLUX_DEV, *FLUX_TEXT, FLUX_VAE]
+    else:
+        checkpoint = SD35_MEDIUM if family == "sd35" else SDXL_BASE
+        loader = g.add("CheckpointLoaderSimple", (40, 120), size=[360, 100], models=[checkpoint],
+                       ckpt_name=checkpoint["name"])
+        model, vae = loader.out("MODEL"), loader.out("VAE")
+        clip = text_encoders(g, "sd3", (40, 280)).out(0) if family == "sd35" else loader.out("CLIP")
+        files = [checkpoint, *SD3_TEXT] if family == "sd35" else [checkpoint]
+    data = teacher_samples(g, model, clip, (440, 120), DISTILL_PROMPTS, width=1024, height=1024, seed=0,
+                           images_per_prompt=4, **spec["teacher"])
+    settings = {"steps": 3000, "rank": 64, "seed": 1, "training_dtype": "bf16", "gradient_checkpointing": True,
+                "checkpoint_name": spec["checkpoint"], **spec["distill"]}
+    distill, _ = distill_lora(g, model, data, (900, 120), **settings)
+    pos, neg = prompts(g, clip, (1300, 120))
+    positive = pos
+    if family == "flux":  # the SwD FLUX student samples at the preset's guidance, 4.5
+        positive = g.add("FluxGuidance", (1300, 500), size=[300, 60], guidance=4.5,
+                         title="FluxGuidance (SwD FLUX: 4.5)")
+        g.connect(pos.out(0), positive, "conditioning")
+    latent = g.add(spec["latent"], (1300, 620), width=1024, height=1024, batch_size=1)
+    sampler = swd_ksampler(g, distill, positive, neg, latent.out(0), (1760, 120), title="Your student: SwD, 4 steps",
+                           preset=settings["preset"])
+    decode_and_save(g, sampler.out(0), vae, "", (2140, 120), preview=True, title="Your student, 4 steps")
+    t, d, (m1, m4) = spec["teacher"], spec["distill"], spec["memory"]
+    teacher_md = (f"guidance {t['guidance']:g} on every prompt's conditioning (as FluxGuidance sets it), cfg 1"
+                  if family == "flux" else f"cfg {t['cfg']:g}")
+    dmd_md = {"sd35": "teacher cfg 7 inside DMD and patch block 11 (the official SD3.5 Medium values)",
+              "flux": "teacher guidance 3.5 inside DMD (the student samples at the preset's 4.5: FluxGuidance 4.5 "
+                      "on the prompt below)",
+              "sdxl": "the **mmd** recipe (the official SDXL release: the patch loss on the teacher's own features, "
+                      "no fake score, one network in memory); cfg is unused by it"}[family]
+    cli_teacher = {"sd35": "checkpoints/sd3.5_medium.safetensors", "flux": "diffusion_models/flux1-dev.safetensors",
+                   "sdxl": "checkpoints/sd_xl_base_1.0.safetensors"}[family]
+    cli_args = {"sd35": "--cfg 7 --patch-block 11", "flux": "--cfg 3.5", "sdxl": "--recipe mmd"}[family]
+    g.note(
+        f"## {spec['title']} · distil your own SwD LoRA (4 steps, 1024 px)\nA template of the whole SwD recipe for "
+        f"{spec['title']}: the teacher draws its own training data, SwD Distill LoRA trains the scale-wise student "
+        "LoRA, SwD Save LoRA writes it, and the student is previewed at once with *SwD Scale-wise KSampler* "
+        f"(preset *{d['preset']}*, cfg 1).\n\n"
+        f"1. **SwD Teacher Samples**: {len(DISTILL_PROMPTS)} example prompts × 4 images at 1024×1024, "
+        f"{t['steps']} steps of {t['sampler_name']}/{t['scheduler']}, {teacher_md}, empty negative (the official "
+        "recipe). **Replace them by your own, many of them**: the official SD3.5 runs trained on 200k teacher "
+        "images; a handful of prompts only shows that the graph works. Sampling costs what KSampler costs for "
+        "the same images.\n"
+        f"2. **SwD Distill LoRA**: preset *{d['preset']}*, {dmd_md}; {settings['steps']} steps at batch "
+        f"{d['batch_size']}, lr {d['learning_rate']:g}, rank 64 (the official SD3.5 run: 3000 steps, lr 5e-6, "
+        "rank 64, a global batch of 64 on 8 GPUs; these are starting points, not tuned for one GPU), **bf16**, "
+        "**gradient checkpointing on**.\n"
+        "3. **SwD Save LoRA** writes the LoRA; the student MODEL goes straight to the sampler.\n\n"
+        f"**Memory** (peak of one distillation step at 1024 px, bf16, checkpointing, one GPU; README, *make "
+        f"bench-distill*): **{m1:g} GiB at batch 1, {m4:g} GiB at batch 4**, plus the CUDA context and allocator "
+        "slack (about ×1.1 + 1 GiB). Lower *batch_size* when it runs out of memory.\n\n"
+        "**Time**: no time per step on a GPU was measured by this project. "
+        + ("An mmd step is one student update (the student's and the teacher's features)"
+           if family == "sdxl" else "A full-recipe step is 5 fake-score updates and one generator update (DMD "
+                                    "through the teacher and the fake score, GAN, patch loss)")
+        + ": read the rate off the progress bar after the first steps and multiply by *steps*; Cancel and resume "
+        "(below) split a long run.\n\n"
+        "**Several GPUs**: ComfyUI runs on one. Fill *save_to* of SwD Teacher Samples (e.g. `swd/my-teacher`) "
+        "so that it also writes the samples as a dataset folder in ComfyUI's output folder, then distil them from a "
+        "shell with torchrun, in the pack's folder (`ComfyUI/custom_nodes/swd-comfyui`), with ComfyUI's Python; "
+        "*--batch* is the global batch, split over the GPUs:\n```\nCOMFYUI_PATH=$(realpath ../..) torchrun "
+        f"--nproc_per_node 8 -m swd_distill distill --teacher ../../models/{cli_teacher} --dataset "
+        f"../../output/swd/my-teacher --preset \"{d['preset']}\" {cli_args} --steps 3000 --batch 64 --lr "
+        f"{d['learning_rate']:g} --fake-lr {d['learning_rate']:g} --rank 64 --dtype bf16 --checkpointing true "
+        "--parallel ddp --out ../../models/loras/swd/my-swd.safetensors\n```\nSee the README's *Distil your own "
+        "model*.\n\n"
+        f"{DISTILL_FILES}\n\n{DISTILL_RESUME}\n\n**Models** (file \u2192 ComfyUI/models/\u2026"
+        + ("; FLUX.1-dev is gated: accept its license on Hugging Face" if family == "flux" else "") + ")\n"
+        + models_md(*files), (40, 620 if family != "sdxl" else 280), [360, 1200])
+    return g
 
 
 def live_object_info() -> dict:

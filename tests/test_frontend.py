@@ -20,7 +20,9 @@ from workflow_to_api import FRONTEND_ONLY, to_api
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 PACK = "swd-comfyui"  # the pack's folder name under custom_nodes in the test server
-PACK_NODES = ["SwDKSampler", "SwDSchedule", "SwDSampler", "SwDLatentUpscaleRenoise", "SwDLoraLoader"]
+PACK_NODES = ["SwDKSampler", "SwDSchedule", "SwDSampler", "SwDLatentUpscaleRenoise", "SwDLoraLoader",
+              "SwDTeacherSamples", "SwDDistillLoRA", "SwDSaveLoRA", "SwDTinyLoader"]
+SHIPPED = {"unet_name": "swd-tiny-teacher.safetensors", "lora_name": "swd-tiny-4-steps.safetensors"}
 
 
 def model_files(name: str) -> dict[str, str]:
@@ -64,7 +66,8 @@ def test_without_the_model_files_the_frontend_lists_exactly_the_missing_models_a
     frontend.page.get_by_text("Missing Models").first.wait_for(timeout=10_000)
     text = frontend.text()
     assert "Missing Node" not in text
-    assert f"{len(files)} errors found" in text or f"{len(files)}\nErrors detected" in text
+    n, plural = len(files), "s" if len(files) != 1 else ""  # the frontend says "1 error found", "1\nError detected"
+    assert f"{n} error{plural} found" in text or f"{n}\nError{plural} detected" in text
     for file in files:
         assert file in text
     assert frontend.page_errors == []
@@ -80,9 +83,11 @@ def test_a_tiny_demo_opens_with_its_loaders_offering_the_files_the_pack_ships(na
     assert frontend.visible_dialogs() == [] and frontend.page_errors == []
     offered = frontend.page.evaluate("""() => app.graph.nodes.filter(n => ['UNETLoader', 'SwDLoraLoader'].includes(n.type))
         .map(n => n.widgets.find(w => ['unet_name', 'lora_name'].includes(w.name)))
-        .map(w => [w.value, w.options.values])""")
-    assert [value for value, _ in offered] == ["swd-tiny-teacher.safetensors", "swd-tiny-4-steps.safetensors"]
-    assert all(value in values for value, values in offered)
+        .map(w => [w.name, w.value, w.options.values])""")
+    loaders = [(n["type"], n["widgets_values"][0]) for n in load(name)["nodes"]
+               if n["type"] in ("UNETLoader", "SwDLoraLoader")]
+    assert ("UNETLoader", SHIPPED["unet_name"]) in loaders and len(offered) == len(loaders)
+    assert all(value == SHIPPED[widget] and value in values for widget, value, values in offered)
 
 
 @pytest.fixture(scope="module")

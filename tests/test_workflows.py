@@ -12,13 +12,16 @@ from PIL import Image
 from comfy_harness import ComfyServer
 from tiny_workflows import (PACK_MODELS, WORKFLOWS, family, load, loras_used, ships_its_models, with_tiny_models,
                             write_input_image, write_tiny_lora)
-from workflow_to_api import (FRONTEND_ONLY, WorkflowError, combo_options, input_specs, to_api, validate,
-                             widget_values)
+from workflow_to_api import (CONTROL_VALUES, FRONTEND_ONLY, WorkflowError, combo_options, input_specs, to_api,
+                             validate, widget_values)
 
 EXPECTED = ["swd_sd35_medium_6steps", "swd_sd35_large_4steps", "swd_flux_dev", "swd_sdxl", "swd_custom_sampler",
             "swd_manual_chain", "swd_sd35_medium_1344x768", "swd_img2img", "swd_hires_2x", "swd_inpaint",
-            "swd_tiny_demo", "swd_tiny_img2img", "swd_tiny_hires_2x", "swd_tiny_inpaint"]
+            "swd_tiny_demo", "swd_tiny_img2img", "swd_tiny_hires_2x", "swd_tiny_inpaint", "swd_distill_tiny",
+            "swd_distill_sd35_medium", "swd_distill_flux_dev", "swd_distill_sdxl"]
 TINY = [n for n in EXPECTED if n.startswith("swd_tiny_")]
+DISTILL = {"swd_distill_tiny": "Tiny demo · 4 steps", "swd_distill_sd35_medium": "SD3.5 Medium · 4 steps",
+           "swd_distill_flux_dev": "FLUX.1-dev · 4 steps", "swd_distill_sdxl": "SDXL · 4 steps"}
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 PACK_MODULE = "custom_nodes.swd-comfyui"
 LOADER_FOLDERS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "clip_name1": "text_encoders",
@@ -94,7 +97,7 @@ def test_sampler_presets_match_the_loras_and_flux_guidance_is_4_5(object_info):
                "swd_sd35_large_4steps": "SD3.5 Large · 4 steps", "swd_flux_dev": "FLUX.1-dev · 4 steps",
                "swd_sdxl": "SDXL · 4 steps", "swd_custom_sampler": "SD3.5 Medium · 6 steps",
                "swd_img2img": "SD3.5 Medium · 6 steps", "swd_hires_2x": "SD3.5 Medium · 6 steps",
-               "swd_inpaint": "SD3.5 Medium · 6 steps", **{name: "Tiny demo · 4 steps" for name in TINY}}
+               "swd_inpaint": "SD3.5 Medium · 6 steps", **{name: "Tiny demo · 4 steps" for name in TINY}, **DISTILL}
     for name, preset in presets.items():
         workflow = load(name)
         for node in workflow["nodes"]:
@@ -196,9 +199,10 @@ def _output_images(comfy, messages) -> dict[str, list[Path]]:
     return out
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in DISTILL])
 def test_workflow_runs_on_tiny_models_and_executes_every_pack_node(name, comfy, object_info, request):
-    """On stand-ins of the real models, or on the shipped tiny family for the tiny demos."""
+    """On stand-ins of the real models, or on the shipped tiny family for the tiny demos. The distillation
+    workflows run for minutes to days: the tiny one runs shrunk below, the others are checked statically."""
     workflow = load(name)
     if ships_its_models(workflow):
         comfy = request.getfixturevalue("uncached_comfy")
@@ -292,6 +296,80 @@ def test_tiny_workflows_load_the_family_the_pack_ships_with_one_caption_per_pict
             latent = source[(latent, upstream)]
         assert values[latent]["batch_size"] == len(captions) == (4 if name == "swd_tiny_demo" else 1)
         assert (values[latent]["width"], values[latent]["height"]) == (128, 128)
+
+
+@pytest.mark.parametrize("name", sorted(DISTILL))
+def test_distillation_workflows_chain_teacher_samples_distill_save_and_sampler(name, object_info):
+    """SwD Teacher Samples feeds SwD Distill LoRA on the same teacher; the distiller's preset drives SwD Save LoRA and
+    the sampler, which draws with the distilled MODEL; the real-model templates train in bf16 with gradient
+    checkpointing at a batch that fits one GPU and their note gives the memory and the torchrun command."""
+    workflow = load(name)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    source = {(l[3], nodes[l[3]]["inputs"][l[4]]["name"]): (l[1], l[2]) for l in workflow["links"]}
+    one = {t: next(i for i, n in nodes.items() if n["type"] == t)
+           for t in ("SwDTeacherSamples", "SwDDistillLoRA", "SwDSaveLoRA", "SwDKSampler")}
+    samples, distill, save, sampler = one.values()
+    values = {i: widget_values(nodes[i], object_info[nodes[i]["type"]]) for i in one.values()}
+    for k, name_ in enumerate(("latents", "positive", "negative")):
+        assert source[(distill, name_)] == (samples, k)
+    assert source[(distill, "model")] == source[(samples, "model")]
+    assert source[(save, "lora")] == (distill, 1) and source[(save, "preset")] == (distill, 3)
+    assert source[(sampler, "model")] == (distill, 0) and source[(sampler, "preset")] == (distill, 3)
+    assert values[distill]["preset"] == values[save]["preset"] == DISTILL[name]
+    controls = {v for i in (samples, distill) for v in nodes[i]["widgets_values"] if v in CONTROL_VALUES}
+    assert controls == {"fixed"}, "a seed that changes after every run would make resume refuse the settings"
+    note = next(n for n in workflow["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    assert "output/swd_distill/" in note and "resume" in note and "models/loras/" in note
+    if name == "swd_distill_tiny":
+        from swd_distill.splits import heldout, seen
+        assert values[samples]["prompts"].splitlines() == seen() and not set(seen()) & set(heldout())
+        assert (values[samples]["width"], values[samples]["steps"], values[samples]["cfg"]) == (128, 28, 3.0)
+        assert {k: values[distill][k] for k in ("steps", "warm_steps", "batch_size", "rank", "learning_rate", "cfg",
+                                                "seed")} == {"steps": 500, "warm_steps": 100, "batch_size": 32,
+                                                             "rank": 32, "learning_rate": 3e-4, "cfg": 3.0, "seed": 1}
+        teacher = next(i for i, n in nodes.items() if n["type"] == "KSampler")
+        assert source[(teacher, "model")] == source[(samples, "model")]
+        assert "min in all" in note
+    else:
+        assert values[samples]["width"] == values[samples]["height"] == 1024
+        assert values[distill]["training_dtype"] == "bf16" and values[distill]["gradient_checkpointing"]
+        assert 1 <= values[distill]["batch_size"] <= 4
+        assert "torchrun" in note and "GiB at batch 1" in note
+
+
+def test_the_tiny_distillation_workflow_runs_shrunk_and_saves_a_lora_the_loader_lists(comfy, object_info):
+    """swd_distill_tiny, its graph as shipped with its widgets made small (4 of its captions x 2 images, 5 steps at
+    batch 4): SwD Save LoRA writes the tiny preset into a file SwD LoRA Loader lists, and both samplers draw."""
+    prompt = to_api(load("swd_distill_tiny"), object_info)
+    node = {n["class_type"]: i for i, n in prompt.items()}
+    samples = prompt[node["SwDTeacherSamples"]]["inputs"]
+    samples.update(prompts="\n".join(samples["prompts"].splitlines()[:4]), images_per_prompt=2)
+    prompt[node["SwDDistillLoRA"]]["inputs"].update(steps=5, warm_steps=2, batch_size=4,
+                                                   checkpoint_name="test_workflows_distill_tiny")
+    prompt[node["SwDSaveLoRA"]]["inputs"]["filename_prefix"] = f"{LORA_SUBFOLDER}/distill_tiny"
+    for who in ("SwDKSampler", "KSampler"):
+        prompt[f"latent_{who}"] = {"class_type": "SaveLatent", "inputs": {"samples": [node[who], 0],
+                                                                         "filename_prefix": f"distill_tiny_{who}"}}
+    result = comfy.run(prompt, timeout=300)
+
+    path = Path(result.outputs[node["SwDSaveLoRA"]]["text"][0].removeprefix("saved "))
+    lora_name = path.relative_to(comfy.models_dir / "loras").as_posix()
+    listed = combo_options(comfy.object_info("SwDLoraLoader")["SwDLoraLoader"]["input"]["required"]["lora_name"])
+    assert lora_name.startswith(f"{LORA_SUBFOLDER}/distill_tiny_") and lora_name in listed
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["swd_preset"] == DISTILL["swd_distill_tiny"]
+        assert f.keys() and all(k.startswith("base_model.model.") for k in f.keys())
+    for who in ("SwDKSampler", "KSampler"):
+        latent = result.latent(f"latent_{who}")
+        assert latent.shape == (4, 16, 16, 16) and torch.isfinite(latent).all()
+    for who in ("SaveImage", "PreviewImage"):
+        images = [comfy.base_dir / i["type"] / i.get("subfolder", "") / i["filename"]
+                  for i in result.outputs[node[who]]["images"]]
+        assert len(images) == 4
+        for image in images:
+            with Image.open(image) as im:
+                assert im.size == (128, 128)
 
 
 def test_tiny_inpainting_keeps_the_draft_outside_the_mask_and_repaints_inside(comfy, object_info):

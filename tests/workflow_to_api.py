@@ -3,7 +3,8 @@
 Written from the frontend's rules, independently of scripts/build_workflows.py:
 - a node's widgets are its widget inputs (INT, FLOAT, STRING, BOOLEAN, COMBO, unless forceInput) in /object_info's
   input_order (required, then optional); an input with control_after_generate adds one more value right after
-  its own ("fixed", "increment", "decrement", "randomize") that the API prompt never carries, and an input with
+  its own ("fixed", "increment", "decrement", "randomize") that the API prompt never carries (so does an INT input
+  named seed or noise_seed whose spec does not say control_after_generate at all), and an input with
   image_upload (LoadImage) is followed by its upload button's value, "image";
 - a link into a widget input replaces the widget's value;
 - mode 4 (bypass) passes each output through from the first input of the same type (the same slot first);
@@ -51,6 +52,15 @@ def combo_options(spec) -> list | None:
     return None
 
 
+def has_control(name: str, spec) -> bool:
+    """Whether the frontend gives the widget a control_after_generate widget: when its spec says so, or, when the
+    spec does not say, for an INT named seed or noise_seed (the frontend's integer widget does this)."""
+    flag = _options(spec).get("control_after_generate")
+    if flag is None:
+        return spec[0] == "INT" and name in ("seed", "noise_seed")
+    return bool(flag)
+
+
 def widget_values(node: dict, info: dict) -> dict:
     """Widget name -> value of a UI node; raises WorkflowError when widgets_values does not fit the schema."""
     values = list(node.get("widgets_values") or [])
@@ -63,7 +73,7 @@ def widget_values(node: dict, info: dict) -> dict:
                                 f"too few for widget {name!r}")
         out[name] = values[i]
         i += 1
-        if _options(spec).get("control_after_generate"):
+        if has_control(name, spec):
             if i >= len(values) or values[i] not in CONTROL_VALUES:
                 raise WorkflowError(f"node {node['id']} ({node['type']}): {name!r} must be followed by its "
                                     f"control_after_generate value (one of {sorted(CONTROL_VALUES)}), got "
