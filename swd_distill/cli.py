@@ -184,8 +184,8 @@ def main(argv=None) -> None:
     _add_config(d, DistillConfig)
     d.add_argument("--out", type=Path, default=WORK / STUDENT_FILE)
     d.add_argument("--parallel", choices=CHOICES["parallel"], default="ddp",
-                   help="under torchrun: DDP over the adapters (default); fsdp (FSDP2 sharding the base too) is not "
-                        "finished: its backward fails on this build, so it is refused")
+                   help="under torchrun: DDP over the adapters (default), or fsdp: FSDP2 shards the base and the "
+                        "adapters block by block, for models that do not fit one device")
     d.add_argument("--dtype", choices=CHOICES["dtype"], default=None,
                    help="the base network's dtype (default: bf16 on CUDA, fp32 on the CPU; fp64 for equivalence "
                         "tests); the adapters are fp32 (fp64 with fp64); the LoRA is saved in fp16 (fp64 with fp64)")
@@ -257,9 +257,6 @@ def _run(args) -> None:
         _check_out(args.out, args.replace_shipped)
         _check_batch(cfg.batch, cfg.grad_accum)
         processes = int(os.environ.get("WORLD_SIZE", "1"))
-        if args.parallel == "fsdp" and processes > 1:
-            raise UsageError("--parallel fsdp is not finished yet (FSDP2's backward through the patch features "
-                             "fails); use --parallel ddp")
         if cfg.batch_mmd and processes > 1:
             raise UsageError("--batch-mmd pools the features of the whole batch, which the processes split: "
                              "run it in one process, or turn it off")

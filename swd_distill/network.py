@@ -46,6 +46,18 @@ def _clone_input(module, args):
     return None
 
 
+def _own_inputs(block: nn.Module) -> None:
+    """A FLUX block adds to its inputs in place, which autograd forbids on the views FSDP2 hands a sharded block:
+    while gradients are recorded the block gets copies."""
+    forward = block.forward
+
+    def run(*args, **kwargs):
+        if torch.is_grad_enabled():
+            args, kwargs = _cloned(args), dict(zip(kwargs, _cloned(kwargs.values())))
+        return forward(*args, **kwargs)
+    block.forward = run
+
+
 def block_list(diffusion_model: nn.Module, family: str) -> list[nn.Module]:
     if family == "sd3":
         return list(diffusion_model.joint_blocks)
@@ -79,9 +91,11 @@ class Network:
         if self.family == "flux":
             every_block = [*self.dm.double_blocks, *self.dm.single_blocks]
             for block in every_block:
+                _own_inputs(block)
                 for module in block.modules():
                     if isinstance(module, nn.LayerNorm):
                         module.register_forward_pre_hook(_clone_input)
+        self.units = every_block  # the modules ComfyUI calls whole: what checkpointing wraps and FSDP2 shards
         if checkpointing:
             for block in every_block:
                 self._checkpoint(block)

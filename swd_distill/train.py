@@ -8,10 +8,12 @@ checkpoints that any number of processes can resume.
   gradients are averaged by DDP's bucketed all-reduce, overlapped with the backward, and the initial weights are
   broadcast from rank 0. The fake score's parameters stop requiring gradients during the generator's update (its
   losses pass through the fake network without training it). Accumulation steps but the last run under no_sync.
-- FSDP2 (`parallel="fsdp"`): `fully_shard` on every block of the diffusion model, on the model and on the GAN head:
-  the frozen base and the adapters are sharded across the processes, gathered block by block (the model's own
-  parameters outside the blocks, embedders and final layer, stay gathered after the first forward); bf16 runs use
-  MixedPrecisionPolicy(bf16 params, fp32 reductions). Forward passes taken only for features run all blocks.
+- FSDP2 (`parallel="fsdp"`): `fully_shard` on every unit ComfyUI calls whole (`Network.units`: SD3's joint blocks,
+  FLUX's double and single blocks, each layer of a UNet's blocks), on the model and on the GAN head: the frozen base
+  and the adapters are sharded across the processes and gathered unit by unit (the model's own parameters outside
+  the units, embedders and final layer, stay gathered through the step); bf16 runs use MixedPrecisionPolicy(bf16
+  params, fp32 reductions). Forward passes taken only for features run all blocks (FSDP2's hooks expect every
+  forward to finish).
 
 Every process's micro-batches are its own slots of the global batch (distill.Split), so the data and noise do not
 depend on the number of processes. Checkpoints hold full (gathered) tensors: the adapters, the head, both optimizers'
@@ -80,11 +82,14 @@ class Engine:
         run, net = self.run, self.run.net
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if net.dtype == torch.bfloat16 else MixedPrecisionPolicy()
-        for block in net.blocks:
-            fully_shard(block, mp_policy=policy)
-        # the root's own parameters (embedders, final layer) stay gathered: a loss on a block's features backpropagates
-        # into them without passing the root's output, where FSDP2 would gather them again
+        for unit in net.units:
+            fully_shard(unit, mp_policy=policy)
+        # The root's own parameters (embedders, final layer: a small part) stay gathered through the whole step. FSDP2
+        # gathers a module again for backward when the gradient reaches its output; a loss on a block's features
+        # reaches the embedders without passing the root's output, so after the first of several such backward
+        # branches (the GAN's and the patch loss's) resharded them, the next would find their storage freed.
         fully_shard(net.dm, mp_policy=policy, reshard_after_forward=False)
+        net.dm.set_reshard_after_backward(False, recurse=False)
         run.student.params = net.adapters.parameters("student")
         if run.fake is not None:
             run.fake.params = net.adapters.parameters("fake")
