@@ -146,8 +146,9 @@ class SwDDistillLoRA(io.ComfyNode):
                 io.Int.Input("warm_steps", default=0, min=0, max=100000,
                              tooltip="Steps that first regress the student's x0 on the data (not in the official "
                                      "code; the tiny demo uses 100)."),
-                io.Int.Input("seed", default=1, min=0, max=2 ** 62, tooltip="Fixes the adapters' initialisation, the "
-                                                                           "data order and every noise draw."),
+                io.Int.Input("seed", default=1, min=0, max=2 ** 62, control_after_generate=False,
+                             tooltip="Fixes the adapters' initialisation, the data order and every noise draw (no "
+                                     "randomize control: a resume needs the same seed)."),
                 io.Combo.Input("training_dtype", options=list(DTYPES), default="auto",
                                tooltip="The base network's compute dtype: auto keeps what ComfyUI loaded (bf16, "
                                        "fp16, fp8 computed in bf16); the adapters are always fp32."),
