@@ -66,15 +66,9 @@ def measure(model: str, batch: int, recipe: str, fake_updates: int, fsdp_path: b
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def gathered(units: dict, singles_sharded: bool) -> float:
+def gathered(units: dict) -> float:
     """Bytes FSDP2 holds unsharded besides the shards (module doc)."""
-    if singles_sharded:
-        root = units["root_without_single_blocks_bf16"]
-        block = max(units["largest_block_bf16"], units["largest_single_block_bf16"])
-        trainable = max(units["largest_block_trainable"], units["largest_single_block_trainable"])
-    else:
-        root, block, trainable = units["root_bf16"], units["largest_block_bf16"], units["largest_block_trainable"]
-    return root + 2 * block + 6 * trainable
+    return units["root_bf16"] + 2 * units["largest_block_bf16"] + 6 * units["largest_block_trainable"]
 
 
 def smallest_card(gib: float) -> str:
@@ -119,13 +113,9 @@ def memory(args) -> list[dict]:
                 line["fsdp_error"] = fs
             else:
                 line["fsdp_model_gib"] = {
-                    str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"], False)) / GIB, 2)
+                    str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"])) / GIB, 2)
                     for n in WORLDS}
                 line["fsdp_units"] = fs["units"]
-                if model.startswith("flux"):
-                    line["fsdp_model_single_blocks_sharded_gib"] = {
-                        str(n): round((fs["fsdp_peaks"][str(n)]["bytes"] + gathered(fs["units"], True)) / GIB, 2)
-                        for n in WORLDS}
             table.append(line)
             print(json.dumps(line), flush=True)
     return table
@@ -142,13 +132,9 @@ def print_memory_table(table: list[dict], fake_updates: int) -> None:
             continue
         fsdp = line.get("fsdp_model_gib", {})
         cells = [f"{fsdp[str(n)]:.1f}" if str(n) in fsdp else "-" for n in WORLDS]
-        if "fsdp_model_single_blocks_sharded_gib" in line:
-            alt = line["fsdp_model_single_blocks_sharded_gib"]
-            cells = [f"{c} ({alt[str(n)]:.1f})" for c, n in zip(cells, WORLDS)]
         print(f"| {line['title']} | {line['batch']} | {line['one_device_gib']:.1f} | {' | '.join(cells)} | "
               f"{smallest_card(line['one_device_gib'])} | {line['peak_phase']} |")
-    print("FLUX FSDP cells: the Engine's units today (the 38 single blocks sit in the root unit, gathered whole), "
-          "in parentheses with each single block an FSDP unit too. 'smallest card': peak x 1.1 + 1 GiB <= card.")
+    print("FSDP units: the Engine's (Network.units). 'smallest card': peak x 1.1 + 1 GiB <= card.")
 
 
 def throughput(args) -> list[dict]:

@@ -304,8 +304,8 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
         engine.step(MEASURED_STEP)
         step_s = time.time() - t1
 
-    blocks = [_unit_bytes([b]) for b in net.blocks]
-    in_blocks = {id(p) for b in net.blocks for p in b.parameters()}
+    blocks = [_unit_bytes([b]) for b in net.units]  # the Engine's FSDP units
+    in_blocks = {id(p) for b in net.units for p in b.parameters()}
     root = [p for p in net.dm.parameters() if id(p) not in in_blocks]
     largest = max(blocks)
     out = {
@@ -324,11 +324,6 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
                                           if id(p) not in in_blocks})},
         "seconds": {"build": round(t1 - t0, 1), "step": round(step_s, 1)},
     }
-    if net.family == "flux":  # the units if the single blocks were FSDP units of their own too
-        singles = [_unit_bytes([b]) for b in net.dm.single_blocks]
-        in_singles = {id(p) for b in net.dm.single_blocks for p in b.parameters()}
-        out["units"]["largest_single_block_bf16"], out["units"]["largest_single_block_trainable"] = max(singles)
-        out["units"]["root_without_single_blocks_bf16"] = sum(p.numel() for p in root if id(p) not in in_singles) * 2
     return out
 
 
