@@ -187,9 +187,10 @@ class SwDDistillLoRA(io.ComfyNode):
         args = {k: _first(v) for k, v in inputs.items()}
         from swd_distill.adapters import AdapterError
         from swd_distill.data import DataError
+        from swd_distill.train import ResumeError
         try:
             return _distill(args, latents, positive)
-        except (DistillInputError, DataError, ScheduleError, AdapterError) as e:
+        except (DistillInputError, DataError, ScheduleError, AdapterError, ResumeError) as e:
             raise DistillInputError(f"SwD Distill LoRA: {e}") from None
         except torch.OutOfMemoryError:
             failure = DistillOutOfMemoryError(_memory_advice(args))

@@ -34,6 +34,10 @@ from .distill import Distiller, Split, Trainable, config_json
 PARALLEL = ("ddp", "fsdp")
 
 
+class ResumeError(ValueError):
+    """A checkpoint to resume from that another configuration or model made."""
+
+
 class _Loss(nn.Module):
     """What DDP wraps: one optimizer's trainable modules (so DDP finds exactly their parameters) and a forward that
     computes the loss of one micro-batch."""
@@ -239,11 +243,11 @@ def distill(net, dataset, negative, cfg, *, checkpoint: Path | None = None, resu
         saved, now = extra.get("config", {}), config_json(cfg)
         differing = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v and k != "grad_accum"}
         if differing:
-            raise ValueError(f"resume: the checkpoint {checkpoint} was made with other settings: "
+            raise ResumeError(f"resume: the checkpoint {checkpoint} was made with other settings: "
                              + ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in differing.items()))
         mine = engine.state()[0]
         if mine.keys() != tensors.keys() or any(mine[k].shape != tensors[k].shape for k in mine):
-            raise ValueError(f"resume: the checkpoint {checkpoint} does not fit this run (another model or rank)")
+            raise ResumeError(f"resume: the checkpoint {checkpoint} does not fit this run (another model or rank)")
         engine.load_state(tensors, optimizers)
         start = step
     import comfy.model_management

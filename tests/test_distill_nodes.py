@@ -90,6 +90,19 @@ def test_a_short_distillation_in_a_graph_saves_a_lora_the_loader_reads_whole(com
     assert torch.allclose(loaded.latent("out"), distilled, atol=2e-2)
 
 
+def test_resuming_with_other_settings_names_the_settings(comfy):
+    nodes, model = graph("sd35")
+    show = {"class_type": "SwDTestShowValue", "inputs": {"value": ["distill", 4]}}
+    first = distill_node("sd35", model, ["data", 0], steps=1, checkpoint_every=1, checkpoint_name="test_resume_other")
+    comfy.run({**nodes, "distill": first, "show": show}, timeout=300)
+    other = distill_node("sd35", model, ["data", 0], steps=2, rank=8, resume=True,
+                         checkpoint_name="test_resume_other")
+    with pytest.raises(PromptError) as e:
+        comfy.run({**nodes, "distill": other, "show": show}, timeout=300)
+    assert "was made with other settings: rank 4 there, 8 now" in e.value.message, e.value.message
+    assert e.value.details.get("exception_type", "").endswith(".DistillInputError"), e.value.details
+
+
 def test_bad_inputs_are_refused_naming_them(comfy):
     nodes, model = graph("sd35")
     cases = [
