@@ -188,9 +188,10 @@ class SwDDistillLoRA(io.ComfyNode):
         from swd_distill.adapters import AdapterError
         from swd_distill.data import DataError
         from swd_distill.train import ResumeError
+        from swd_sampler.schedule import ScheduleError as CoreScheduleError  # the schedule as swd_distill imports it
         try:
             return _distill(args, latents, positive)
-        except (DistillInputError, DataError, ScheduleError, AdapterError, ResumeError) as e:
+        except (DistillInputError, DataError, ScheduleError, CoreScheduleError, AdapterError, ResumeError) as e:
             raise DistillInputError(f"SwD Distill LoRA: {e}") from None
         except torch.OutOfMemoryError:
             failure = DistillOutOfMemoryError(_memory_advice(args))

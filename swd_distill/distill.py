@@ -177,7 +177,7 @@ class Distiller:
             self.guidance = cfg.guidance or preset_guidance or 3.5
         params = net.adapters.add("student", cfg.rank, cfg.seed, self.dtype)
         if start_lora is not None:
-            net.adapters.load_peft("student", start_lora, "the LoRA to start from")
+            net.adapters.load_peft("student", start_lora, "start_lora (the LoRA to start from)")
         self.student = Trainable(params, nn.ModuleList(net.adapters.params["student"].values()))
         self.fake = None
         self.head = None

@@ -2,6 +2,7 @@
 and SDXL models in a graph, the saved file (released PEFT keys, preset in the metadata, in the loras folder) loaded
 by SwD LoRA Loader with every key, the student changing SwDKSampler's output; the teacher is never patched."""
 import json
+import pickle
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors import safe_open
 
 from comfy_harness import PromptError
 from graphs import cond_nodes, model_nodes, positive_ref, save_latent
+from lora_files import lora_pairs, write_peft
 
 PRESET = {"sd35": "SD3.5 Medium · 4 steps", "flux": "FLUX.1-dev · 4 steps", "sdxl": "SDXL · 4 steps"}
 CHANNELS = {"sd35": 16, "flux": 16, "sdxl": 4}
@@ -112,7 +114,20 @@ def test_bad_inputs_are_refused_naming_them(comfy):
          "resume: there is no checkpoint"),
         (distill_node("sd35", model, ["data", 0], positive=["two", 0]), "positive: 2 conditionings for 4 latents"),
         (distill_node("sd35", model, ["nan", 0]), "latent 0 (and 3 more) holds NaN"),
+        (distill_node("sd35", model, ["odd", 0]), "the final latent size 15x15 is not a multiple of the model's "
+                                                  "patch size 2"),
+        (distill_node("sd35", model, ["data", 0], start_lora="swd_distill_tests/flux_lora.safetensors"),
+         "start_lora (the LoRA to start from) does not fit this model and rank"),
+        (distill_node("sd35", model, ["data", 0], start_lora="swd_distill_tests/pickle.safetensors"),
+         "start_lora swd_distill_tests/pickle.safetensors is not a safetensors file: it is a Python pickle"),
     ]
+    folder = comfy.models_dir / "loras" / "swd_distill_tests"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_peft(folder / "flux_lora.safetensors", lora_pairs("flux", rank=4, seed=6))
+    (folder / "pickle.safetensors").write_bytes(pickle.dumps({"lora": [0.0] * 4}))
+    nodes["odd"] = {"class_type": "SwDTestTensor", "inputs": {"shape": "4,16,15,15", "value": "randn", "poke": "",
+                                                              "seed": 0, "mask_shape": "", "mask_value": "1",
+                                                              "mask_poke": ""}}
     nodes["small"] = {"class_type": "SwDTestRandomLatent", "inputs": {"width": 128, "height": 128, "batch_size": 4,
                                                                       "channels": 4, "seed": 3}}
     nodes["nan"] = {"class_type": "SwDTestTensor", "inputs": {"shape": "4,16,16,16", "value": "nan", "poke": "",
@@ -125,4 +140,5 @@ def test_bad_inputs_are_refused_naming_them(comfy):
             comfy.run({**nodes, "distill": node,
                        "show": {"class_type": "SwDTestShowValue", "inputs": {"value": ["distill", 4]}}})
         assert message in e.value.message, e.value.message
-        assert e.value.details.get("exception_type", "").endswith(".DistillInputError"), e.value.details  # SwDError
+        kind = e.value.details.get("exception_type", "")  # SwDErrors: the loader's own for a file that is no LoRA
+        assert kind.endswith(".NotSafetensorsError" if "pickle" in message else ".DistillInputError"), kind
