@@ -38,7 +38,7 @@ retrain-tiny: setup ## rebuild models/ (tiny teacher, its samples, then its SwD 
 		--out models/diffusion_models/swd-tiny-teacher.safetensors $(if $(RESUME),--resume)
 	@OMP_NUM_THREADS=2 $(PY) -m swd_distill samples --threads 2
 	@OMP_NUM_THREADS=1 $(PY) -m swd_distill distill --threads 1 --replace-shipped --preset "Tiny demo · 4 steps" \
-		--steps 500 --warm-steps 100 --batch 32 --rank 32 --lr 3e-4 --cfg 3 --seed 1 \
+		--steps 500 --warm-steps 100 --batch 32 --rank 32 --lr 3e-4 --cfg 3 --seed 3 \
 		--out models/loras/swd-tiny-4-steps.safetensors $(if $(RESUME),--resume)
 
 eval-tiny: setup ## print the tiny family's quality table (validation and held-out captions), through real ComfyUI

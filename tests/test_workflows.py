@@ -326,7 +326,7 @@ def test_distillation_workflows_chain_teacher_samples_distill_save_and_sampler(n
         assert (values[samples]["width"], values[samples]["steps"], values[samples]["cfg"]) == (128, 28, 3.0)
         assert {k: values[distill][k] for k in ("steps", "warm_steps", "batch_size", "rank", "learning_rate", "cfg",
                                                 "seed")} == {"steps": 500, "warm_steps": 100, "batch_size": 32,
-                                                             "rank": 32, "learning_rate": 3e-4, "cfg": 3.0, "seed": 1}
+                                                             "rank": 32, "learning_rate": 3e-4, "cfg": 3.0, "seed": 3}
         teacher = next(i for i, n in nodes.items() if n["type"] == "KSampler")
         assert source[(teacher, "model")] == source[(samples, "model")]
         assert "min in all" in note
