@@ -244,7 +244,7 @@ def distill(net, dataset, negative, cfg, *, checkpoint: Path | None = None, resu
         differing = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v and k != "grad_accum"}
         if differing:
             raise ResumeError(f"resume: the checkpoint {checkpoint} was made with other settings: "
-                             + ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in differing.items()))
+                              + ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in differing.items()))
         mine = engine.state()[0]
         if mine.keys() != tensors.keys() or any(mine[k].shape != tensors[k].shape for k in mine):
             raise ResumeError(f"resume: the checkpoint {checkpoint} does not fit this run (another model or rank)")
