@@ -304,10 +304,10 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
         engine.step(MEASURED_STEP)
         step_s = time.time() - t1
 
-    blocks = [_unit_bytes([b]) for b in net.units]  # the Engine's FSDP units
-    in_blocks = {id(p) for b in net.units for p in b.parameters()}
-    root = [p for p in net.dm.parameters() if id(p) not in in_blocks]
-    largest = max(blocks)
+    units = [_unit_bytes([u]) for u in net.units]  # the Engine's FSDP units ("blocks" in the JSON)
+    in_units = {id(p) for u in net.units for p in u.parameters()}
+    root = [p for p in net.dm.parameters() if id(p) not in in_units]
+    largest = max(units)
     out = {
         "model": name, "batch": batch, "recipe": recipe, "fake_updates": fake_updates, "fsdp_path": fsdp_path,
         "latent": list(latent_shape), "preset": preset, "family": net.family,
@@ -318,10 +318,10 @@ def measure(name: str, batch: int, recipe: str, fake_updates: int, fsdp_path: bo
         "peak": tracker.peak, "at_peak": tracker.at_peak, "peak_phase": tracker.peak_phase,
         "fsdp_peaks": {str(n): {"bytes": v, "at_peak": at, "phase": ph}
                        for n, (v, at, ph) in tracker.fsdp_peak.items()},
-        "units": {"blocks": len(blocks), "largest_block_bf16": largest[0], "largest_block_trainable": largest[1],
+        "units": {"blocks": len(units), "largest_block_bf16": largest[0], "largest_block_trainable": largest[1],
                   "root_bf16": sum(p.numel() for p in root) * 2,
                   "root_modules": sorted({n.split(".")[0] for n, p in net.dm.named_parameters()
-                                          if id(p) not in in_blocks})},
+                                          if id(p) not in in_units})},
         "seconds": {"build": round(t1 - t0, 1), "step": round(step_s, 1)},
     }
     return out

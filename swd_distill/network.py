@@ -34,8 +34,11 @@ class _FeaturesTaken(Exception):
     """Raised by the feature hook to end a forward pass that was run only for a block's features."""
 
 
-def _cloned(values):
-    return [v.clone() if torch.is_tensor(v) and v.is_floating_point() else v for v in values]
+def _cloned(args: tuple, kwargs: dict) -> tuple[list, dict]:
+    """Copies of the floating-point tensors among a call's arguments."""
+    def copy(v):
+        return v.clone() if torch.is_tensor(v) and v.is_floating_point() else v
+    return [copy(v) for v in args], {k: copy(v) for k, v in kwargs.items()}
 
 
 def _clone_input(module, args):
@@ -47,13 +50,14 @@ def _clone_input(module, args):
 
 
 def _own_inputs(block: nn.Module) -> None:
-    """A FLUX block adds to its inputs in place, which autograd forbids on the views FSDP2 hands a sharded block:
-    while gradients are recorded the block gets copies."""
+    """While gradients are recorded the block runs on copies of its inputs: FLUX's blocks add to them in place, which
+    autograd forbids on the views FSDP2 hands a sharded block, and a checkpointed block must not change what its
+    recomputation starts from. Done in `forward`, after every hook (FSDP2's included) has run."""
     forward = block.forward
 
     def run(*args, **kwargs):
         if torch.is_grad_enabled():
-            args, kwargs = _cloned(args), dict(zip(kwargs, _cloned(kwargs.values())))
+            args, kwargs = _cloned(args, kwargs)
         return forward(*args, **kwargs)
     block.forward = run
 
@@ -91,11 +95,13 @@ class Network:
         if self.family == "flux":
             every_block = [*self.dm.double_blocks, *self.dm.single_blocks]
             for block in every_block:
-                _own_inputs(block)
                 for module in block.modules():
                     if isinstance(module, nn.LayerNorm):
                         module.register_forward_pre_hook(_clone_input)
         self.units = every_block  # the modules ComfyUI calls whole: what checkpointing wraps and FSDP2 shards
+        if checkpointing or self.family == "flux":
+            for block in every_block:
+                _own_inputs(block)
         if checkpointing:
             for block in every_block:
                 self._checkpoint(block)
@@ -114,9 +120,9 @@ class Network:
         def run(*args, **kwargs):
             name = adapters.active
 
-            def again(*a, **k):  # the inputs cloned: a block may change its input in place (FLUX's `img +=`)
+            def again(*a, **k):  # `forward` copies its inputs (_own_inputs) in the forward and the recomputation
                 with adapters.use(name):
-                    return forward(*_cloned(a), **dict(zip(k, _cloned(k.values()))))
+                    return forward(*a, **k)
             if not torch.is_grad_enabled():
                 return forward(*args, **kwargs)
             return torch.utils.checkpoint.checkpoint(again, *args, use_reentrant=False, **kwargs)

@@ -65,6 +65,7 @@ def distill_files(teacher: Path, dataset, out: Path, cfg, work: Path, resume: bo
                   dtype: str | None, checkpointing: bool) -> None:
     """`dataset`: the folder, or (no --dataset) a function that makes the tiny teacher's default one."""
     from . import samples
+    from .adapters import family_of
     from .data import Dataset
     from .network import Network
     from .runner import Parallel, Progress, checkpoint_path
@@ -74,10 +75,10 @@ def distill_files(teacher: Path, dataset, out: Path, cfg, work: Path, resume: bo
     try:
         torch_dtype = DTYPES[dtype] if dtype else (torch.bfloat16 if par.device.type == "cuda" else torch.float32)
         base = load_model(teacher, par.device, torch_dtype)
-        net = Network(base, torch_dtype, checkpointing)
-        if net.family == "flux" and torch_dtype == torch.float64:
+        if family_of(base) == "flux" and torch_dtype == torch.float64:
             raise ValueError("--dtype fp64 does not run FLUX: ComfyUI's rotary-embedding kernel takes fp16, bf16 or "
                              "fp32 only; use --dtype fp32")
+        net = Network(base, torch_dtype, checkpointing)
         if callable(dataset):  # no --dataset: only the tiny teacher has a default one
             if not is_tiny(net):
                 raise ValueError(f"--dataset is needed for --teacher {teacher}: make one with `python -m "

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from comfy_harness import comfyui_path
+from swd_distill.samples import SampleSpec, start_dataset, write_shard
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
@@ -129,19 +130,17 @@ def test_a_killed_process_fails_the_run_with_a_message_instead_of_hanging(datase
     assert checkpoint.exists() and not (tmp_path / "o.safetensors").exists()
 
 
-FLUX_DATASET = """
-import sys, torch
-from pathlib import Path
-from swd_distill.samples import SampleSpec, start_dataset, write_shard
-g = torch.Generator().manual_seed(0)
-spec = SampleSpec(teacher="graph", captions=("a", "b"), per_caption=4, width=64, height=64, guidance=3.5)
-def cond():
-    return [[torch.randn(1, 8, 64, generator=g), {"pooled_output": torch.randn(1, 32, generator=g), "guidance": 3.5}]]
-out = Path(sys.argv[1])
-for shard in start_dataset(out, spec, cond()):
-    n = len(spec.prompts_of(shard))
-    write_shard(out, spec, shard, torch.randn(n * 4, 16, 8, 8, generator=g), [cond() for _ in range(n)])
-"""
+def _flux_dataset(out: Path) -> None:
+    """8 random latents of 64 px (16 x 8 x 8) with random FLUX conditioning (T5 tokens, pooled, guidance 3.5)."""
+    g = torch.Generator().manual_seed(0)
+    spec = SampleSpec(teacher="graph", captions=("a", "b"), per_caption=4, width=64, height=64, guidance=3.5)
+
+    def cond():
+        return [[torch.randn(1, 8, 64, generator=g), {"pooled_output": torch.randn(1, 32, generator=g),
+                                                      "guidance": 3.5}]]
+    for shard in start_dataset(out, spec, cond()):
+        n = len(spec.prompts_of(shard))
+        write_shard(out, spec, shard, torch.randn(n * 4, 16, 8, 8, generator=g), [cond() for _ in range(n)])
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +148,10 @@ def flux(tmp_path_factory):
     """A tiny FLUX.1-dev teacher (tests/tiny_models.py) and 8 random latents of 64 px with FLUX conditioning."""
     folder = tmp_path_factory.mktemp("flux")
     env = {**_env(), "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(comfyui_path())])}
-    for cmd in ([str(TESTS / "tiny_models.py"), str(folder)], ["-c", FLUX_DATASET, str(folder / "set")]):
-        result = subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True, text=True,
-                                timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
+    result = subprocess.run([sys.executable, str(TESTS / "tiny_models.py"), str(folder)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _flux_dataset(folder / "set")
     return folder / "tiny_flux.safetensors", folder / "set"
 
 
